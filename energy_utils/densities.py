@@ -1,0 +1,254 @@
+"""Gaussian mixtures whose noisy (smoothed) densities are exact: the ground truth for every identity we check.
+
+A prior p(x) = Σ_k w_k N(x; μ_k, C_k) observed through y = x + n, n ~ N(0, Σ), has the closed-form density
+
+    p(y | Σ) = Σ_k w_k N(y; μ_k, S_k),   S_k = C_k + Σ,
+
+so its score ∇_y log p(y|Σ), its covariance score ∇_Σ log p(y|Σ) and the posterior mean E[x | y] are all
+exact. Σ is a :class:`NoiseCov`: isotropic (σ²), diagonal or full, optionally one per batch element.
+C_k may be singular (a point mass or a low-rank Gaussian) as long as every S_k is positive definite.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+KINDS = ("isotropic", "diagonal", "full")
+
+
+@dataclass(frozen=True)
+class NoiseCov:
+    """A noise covariance Σ of one kind; ``value`` may carry a leading batch dimension (one Σ per sample).
+
+    isotropic: value () or (B,) holding σ²; diagonal: (d,) or (B, d); full: (d, d) or (B, d, d).
+    Build with :meth:`isotropic`, :meth:`diagonal` or :meth:`full`, which validate the input.
+    """
+    kind: str
+    value: torch.Tensor
+
+    @classmethod
+    def isotropic(cls, var, dtype=torch.float64) -> "NoiseCov":
+        v = torch.as_tensor(var, dtype=dtype)
+        if v.ndim > 1:
+            raise ValueError(f"isotropic variance must be a scalar or a (B,) tensor, got shape {tuple(v.shape)}")
+        if not torch.all(v > 0):
+            raise ValueError(f"noise variances must be positive, got min {v.min().item():.3g}")
+        return cls("isotropic", v)
+
+    @classmethod
+    def diagonal(cls, variances, dtype=torch.float64) -> "NoiseCov":
+        v = torch.as_tensor(variances, dtype=dtype)
+        if v.ndim not in (1, 2):
+            raise ValueError(f"diagonal variances must have shape (d,) or (B, d), got {tuple(v.shape)}")
+        if not torch.all(v > 0):
+            raise ValueError(f"noise variances must be positive, got min {v.min().item():.3g}")
+        return cls("diagonal", v)
+
+    @classmethod
+    def full(cls, matrix, dtype=torch.float64) -> "NoiseCov":
+        m = torch.as_tensor(matrix, dtype=dtype)
+        if m.ndim not in (2, 3) or m.shape[-1] != m.shape[-2]:
+            raise ValueError(f"a full covariance must have shape (d, d) or (B, d, d), got {tuple(m.shape)}")
+        asym = (m - m.transpose(-1, -2)).abs().max()
+        if asym > 1e-10 * max(1.0, m.abs().max().item()):
+            raise ValueError(f"covariance must be symmetric (max |Σ - Σᵀ| = {asym.item():.3g}); symmetrise it with (S + S.T)/2")
+        if torch.linalg.cholesky_ex(m).info.any():
+            raise ValueError("covariance must be positive definite (Cholesky failed); add a small multiple of the identity")
+        return cls("full", m)
+
+    @property
+    def batch_size(self) -> int | None:
+        unbatched_ndim = {"isotropic": 0, "diagonal": 1, "full": 2}[self.kind]
+        return self.value.shape[0] if self.value.ndim > unbatched_ndim else None
+
+    def dim(self) -> int | None:
+        return None if self.kind == "isotropic" else self.value.shape[-1]
+
+    def matrix(self, d: int) -> torch.Tensor:
+        """Σ as a dense (d, d) matrix, or (B, d, d) when batched."""
+        if self.dim() not in (None, d):
+            raise ValueError(f"covariance is {self.dim()}-dimensional but the data are {d}-dimensional")
+        eye = torch.eye(d, dtype=self.value.dtype, device=self.value.device)
+        if self.kind == "isotropic":
+            return self.value[..., None, None] * eye
+        if self.kind == "diagonal":
+            return torch.diag_embed(self.value)
+        return self.value
+
+    def to(self, dtype=None, device=None) -> "NoiseCov":
+        return NoiseCov(self.kind, self.value.to(dtype=dtype, device=device))
+
+    def sample(self, n: int, d: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n ~ N(0, Σ) with shape (n, d) (n must equal B when batched)."""
+        if self.batch_size not in (None, n):
+            raise ValueError(f"batched covariance holds {self.batch_size} matrices, cannot draw {n} samples")
+        z = torch.randn(n, d, dtype=self.value.dtype, generator=generator).to(self.value.device)
+        if self.kind == "isotropic":
+            return z * self.value.sqrt()[..., None]
+        if self.kind == "diagonal":
+            return z * self.value.sqrt()
+        return torch.einsum("...ij,...j->...i", torch.linalg.cholesky(self.value), z)
+
+    def gradient_from_matrix(self, grad: torch.Tensor) -> torch.Tensor:
+        """Map a gradient w.r.t. the full matrix Σ, (B, d, d), to the gradient w.r.t. this kind's parameters:
+        the trace for σ², the diagonal for diagonal variances, the matrix itself for a full Σ."""
+        if self.kind == "isotropic":
+            return grad.diagonal(dim1=-2, dim2=-1).sum(-1)
+        if self.kind == "diagonal":
+            return grad.diagonal(dim1=-2, dim2=-1)
+        return grad
+
+
+def as_noise_cov(cov, dtype=torch.float64) -> NoiseCov:
+    """Accept a NoiseCov or a plain number (isotropic σ²)."""
+    if isinstance(cov, NoiseCov):
+        return cov.to(dtype=dtype)
+    if isinstance(cov, (int, float)) or (torch.is_tensor(cov) and cov.ndim == 0):
+        return NoiseCov.isotropic(cov, dtype=dtype)
+    raise TypeError("pass the noise covariance as a float σ² or a NoiseCov (NoiseCov.isotropic/diagonal/full)")
+
+
+class GaussianMixture:
+    """p(x) = Σ_k w_k N(x; μ_k, C_k) with exact noisy densities p(y | Σ); float64 by default, any dimension."""
+
+    def __init__(self, weights, means, covs=None, dtype=torch.float64):
+        self.weights = torch.as_tensor(weights, dtype=dtype)
+        self.means = torch.as_tensor(means, dtype=dtype)
+        if self.means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {tuple(self.means.shape)}")
+        K, d = self.means.shape
+        if self.weights.shape != (K,):
+            raise ValueError(f"weights must have shape ({K},) to match the means, got {tuple(self.weights.shape)}")
+        if torch.any(self.weights < 0) or abs(self.weights.sum().item() - 1.0) > 1e-9:
+            raise ValueError("weights must be non-negative and sum to 1")
+        self.covs = torch.zeros(K, d, d, dtype=dtype) if covs is None else torch.as_tensor(covs, dtype=dtype)
+        if self.covs.shape != (K, d, d):
+            raise ValueError(f"covs must have shape ({K}, {d}, {d}), got {tuple(self.covs.shape)}")
+        if (self.covs - self.covs.transpose(-1, -2)).abs().max() > 1e-10:
+            raise ValueError("component covariances must be symmetric")
+        if torch.linalg.eigvalsh(self.covs).min() < -1e-10:
+            raise ValueError("component covariances must be positive semi-definite")
+        self.dtype = dtype
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def to(self, device) -> "GaussianMixture":
+        gm = GaussianMixture.__new__(GaussianMixture)
+        gm.weights, gm.means, gm.covs = (t.to(device) for t in (self.weights, self.means, self.covs))
+        gm.dtype = self.dtype
+        return gm
+
+    # -- sampling --------------------------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n samples from the prior p(x); shape (n, d)."""
+        k = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=generator)
+        evals, evecs = torch.linalg.eigh(self.covs.cpu())
+        roots = evecs * evals.clamp_min(0).sqrt()[:, None, :]          # C_k = R R^T
+        z = torch.randn(n, self.dim, dtype=self.dtype, generator=generator)
+        x = self.means.cpu()[k] + torch.einsum("nij,nj->ni", roots[k], z)
+        return x.to(self.means.device)
+
+    def sample_noisy(self, n: int, cov, generator: torch.Generator | None = None):
+        """Draw (x, y) with x ~ p(x) and y = x + n, n ~ N(0, Σ)."""
+        cov = as_noise_cov(cov, self.dtype).to(device=self.means.device)
+        x = self.sample(n, generator)
+        return x, x + cov.sample(n, self.dim, generator)
+
+    # -- exact densities ---------------------------------------------------------------------------------
+    def _check_y(self, y) -> torch.Tensor:
+        y = torch.as_tensor(y, dtype=self.dtype, device=self.means.device)
+        if y.ndim != 2 or y.shape[1] != self.dim:
+            raise ValueError(f"y must have shape (B, {self.dim}), got {tuple(y.shape)}")
+        return y
+
+    def _terms(self, y: torch.Tensor, cov: NoiseCov):
+        """Per-component log w_k N(y; μ_k, S_k), a_k = S_k⁻¹(y − μ_k) and S_k⁻¹ (shared or per sample)."""
+        B, d = y.shape
+        if cov.batch_size not in (None, B):
+            raise ValueError(f"batched covariance holds {cov.batch_size} matrices but y holds {B} samples")
+        S = self.covs + cov.matrix(d)[..., None, :, :] if cov.batch_size else self.covs + cov.matrix(d)
+        L, info = torch.linalg.cholesky_ex(S)
+        if info.any():
+            raise ValueError("C_k + Σ is not positive definite for some component; use a positive-definite Σ")
+        S_inv = torch.cholesky_inverse(L)                                  # (K,d,d) or (B,K,d,d)
+        logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)            # (K,) or (B,K)
+        diff = y[:, None, :] - self.means[None]                            # (B,K,d)
+        a = torch.einsum("...kij,bkj->bki", S_inv, diff) if S_inv.ndim == 3 else torch.einsum("bkij,bkj->bki", S_inv, diff)
+        maha = (diff * a).sum(-1)
+        log_terms = self.weights.log() - 0.5 * (maha + logdet + d * math.log(2 * math.pi))
+        return log_terms, a, S_inv
+
+    def log_prob(self, y, cov=None) -> torch.Tensor:
+        """log p(y | Σ), shape (B,). ``cov=None`` evaluates the prior itself (needs positive-definite C_k)."""
+        y = self._check_y(y)
+        cov = NoiseCov.isotropic(1e-300, self.dtype) if cov is None else as_noise_cov(cov, self.dtype)
+        log_terms, _, _ = self._terms(y, cov.to(device=y.device))
+        return torch.logsumexp(log_terms, dim=1)
+
+    def responsibilities(self, y, cov) -> torch.Tensor:
+        """r_k(y) = p(k | y, Σ), shape (B, K)."""
+        y = self._check_y(y)
+        log_terms, _, _ = self._terms(y, as_noise_cov(cov, self.dtype).to(device=y.device))
+        return torch.softmax(log_terms, dim=1)
+
+    def score(self, y, cov) -> torch.Tensor:
+        """∇_y log p(y | Σ) = −Σ_k r_k S_k⁻¹ (y − μ_k), shape (B, d)."""
+        y = self._check_y(y)
+        log_terms, a, _ = self._terms(y, as_noise_cov(cov, self.dtype).to(device=y.device))
+        r = torch.softmax(log_terms, dim=1)
+        return -(r[..., None] * a).sum(1)
+
+    def posterior_mean(self, y, cov) -> torch.Tensor:
+        """E[x | y] = Σ_k r_k (μ_k + C_k S_k⁻¹ (y − μ_k)), from the component posteriors (not from Tweedie)."""
+        y = self._check_y(y)
+        log_terms, a, _ = self._terms(y, as_noise_cov(cov, self.dtype).to(device=y.device))
+        r = torch.softmax(log_terms, dim=1)
+        comp_mean = self.means[None] + torch.einsum("kij,bkj->bki", self.covs, a)
+        return (r[..., None] * comp_mean).sum(1)
+
+    def tweedie_mean(self, y, cov) -> torch.Tensor:
+        """The Miyasawa/Tweedie denoiser y + Σ ∇_y log p(y | Σ)."""
+        y = self._check_y(y)
+        cov = as_noise_cov(cov, self.dtype).to(device=y.device)
+        Sig = cov.matrix(self.dim)
+        s = self.score(y, cov)
+        return y + (torch.einsum("bij,bj->bi", Sig, s) if Sig.ndim == 3 else s @ Sig.T)
+
+    def covariance_score(self, y, cov) -> torch.Tensor:
+        """∇_Σ log p(y | Σ) = Σ_k r_k ½ (a_k a_kᵀ − S_k⁻¹) as a symmetric (B, d, d) matrix."""
+        y = self._check_y(y)
+        log_terms, a, S_inv = self._terms(y, as_noise_cov(cov, self.dtype).to(device=y.device))
+        r = torch.softmax(log_terms, dim=1)
+        outer = a[..., :, None] * a[..., None, :]                          # (B,K,d,d)
+        return 0.5 * (r[..., None, None] * (outer - S_inv)).sum(1)
+
+    def variance_score(self, y, cov) -> torch.Tensor:
+        """Gradient of log p(y | Σ) w.r.t. the parameters of Σ's kind: d/dσ² (B,), d/dv_i (B, d) or d/dΣ (B, d, d)."""
+        cov = as_noise_cov(cov, self.dtype)
+        return cov.gradient_from_matrix(self.covariance_score(y, cov))
+
+    def hessian_log_prob(self, y, cov) -> torch.Tensor:
+        """∇²_y log p(y | Σ) = Σ_k r_k (a_k a_kᵀ − S_k⁻¹) − s sᵀ, shape (B, d, d)."""
+        s = self.score(y, cov)
+        return 2 * self.covariance_score(y, cov) - s[:, :, None] * s[:, None, :]
+
+
+def random_mixture(n_components: int, dim: int, generator: torch.Generator | None = None, spread: float = 2.0,
+                   scale: float = 0.3, rank: int | None = None, dtype=torch.float64) -> GaussianMixture:
+    """A random mixture: means ~ N(0, spread²), component covariances R Rᵀ·scale² with R of ``rank`` columns
+    (full rank by default; low rank gives data concentrated near a union of affine subspaces)."""
+    rank = dim if rank is None else rank
+    w = torch.rand(n_components, generator=generator, dtype=dtype) + 0.5
+    means = spread * torch.randn(n_components, dim, generator=generator, dtype=dtype)
+    R = torch.randn(n_components, dim, rank, generator=generator, dtype=dtype) / math.sqrt(rank)
+    covs = scale**2 * R @ R.transpose(-1, -2)
+    covs = 0.5 * (covs + covs.transpose(-1, -2))
+    return GaussianMixture(w / w.sum(), means, covs, dtype=dtype)

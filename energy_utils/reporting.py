@@ -1,0 +1,180 @@
+"""Results JSON, checks and citable figures: the one place a notebook reports what it measured.
+
+A notebook creates one :class:`Report`, records its key numbers, tables and checks while it runs, saves
+figures through :meth:`Report.save_figure`, and ends with :meth:`Report.finish`, which writes
+``results/NN_topic.json`` and raises if a check failed (so papermill marks the run as failed).
+
+Every figure is saved as PNG and PDF under ``figures/`` with a stable name and gets an entry in
+``figures/catalog.json``; ``figures/README.md`` (the catalog readers open) is regenerated from it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import operator
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import paths
+from .runtime import check_profile, describe_hardware
+
+_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy / torch / pandas values into plain JSON types (non-finite floats become None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # pandas DataFrame
+        return to_jsonable(obj.to_dict(orient="records"))
+    if isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+class CheckFailed(AssertionError):
+    """Raised by :meth:`Report.finish` when at least one check did not pass."""
+
+
+class Report:
+    """Collects a notebook's numbers, checks and figures, and writes ``results/<name>.json``."""
+
+    def __init__(self, name: str, profile: str, seed: int, device: torch.device | str, parameters: dict | None = None):
+        check_profile(profile)
+        self.name = name
+        self.profile = profile
+        self.seed = seed
+        self.device = torch.device(device)
+        self.parameters = dict(parameters or {})
+        self.values: dict[str, Any] = {}
+        self.tables: dict[str, Any] = {}
+        self.checks: list[dict] = []
+        self.data_sources: dict[str, str] = {}
+        self.figures: list[str] = []
+        self._t0 = time.perf_counter()
+        self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+    # -- recording -------------------------------------------------------------------------------------
+    def record_data(self, role: str, source: str) -> None:
+        """Say which data a result used, e.g. ``record_data("test images", "Set12 (ENERGY_DATA_DIR)")``."""
+        self.data_sources[role] = source
+
+    def value(self, key: str, value: Any) -> Any:
+        """Record one key number (or small structure) under ``values``; returns it for chaining."""
+        self.values[key] = to_jsonable(value)
+        return value
+
+    def table(self, key: str, rows: Any) -> Any:
+        """Record a table (a DataFrame or a list of dicts) under ``tables``."""
+        self.tables[key] = to_jsonable(rows)
+        return rows
+
+    def check(self, name: str, value: float, threshold: float, comparison: str = "<=", note: str = "") -> bool:
+        """Record the check ``value <comparison> threshold``; NaN never passes. Returns whether it passed."""
+        if comparison not in _COMPARISONS:
+            raise ValueError(f"comparison must be one of {sorted(_COMPARISONS)}, got {comparison!r}")
+        v = float(value)
+        passed = math.isfinite(v) and bool(_COMPARISONS[comparison](v, float(threshold)))
+        entry = {"name": name, "value": to_jsonable(v), "threshold": to_jsonable(threshold),
+                 "comparison": comparison, "passed": passed}
+        if note:
+            entry["note"] = note
+        self.checks = [c for c in self.checks if c["name"] != name] + [entry]
+        status = "PASS" if passed else "FAIL"
+        print(f"[{status}] {name}: {v:.4g} {comparison} {threshold:.4g}" + (f"  ({note})" if note else ""))
+        return passed
+
+    # -- figures ---------------------------------------------------------------------------------------
+    def save_figure(self, fig, name: str, caption: str, dpi: int = 150) -> Path:
+        """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` and add it to the figure catalog."""
+        if not name.startswith(self.name.split("_")[0] + "_"):
+            raise ValueError(f"figure name {name!r} must start with the notebook number, e.g. {self.name.split('_')[0]}_...")
+        out = paths.figures_dir(self.profile)
+        out.mkdir(parents=True, exist_ok=True)
+        png = out / f"{name}.png"
+        fig.savefig(png, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(out / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None, "Producer": None})
+        update_catalog(out, name, caption, self.name, self.profile)
+        if name not in self.figures:
+            self.figures.append(name)
+        return png
+
+    # -- output ----------------------------------------------------------------------------------------
+    def as_dict(self) -> dict:
+        return {
+            "notebook": self.name,
+            "profile": self.profile,
+            "seed": self.seed,
+            "device": str(self.device),
+            "hardware": describe_hardware(self.device),
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "started": self.started,
+            "wall_time_s": round(time.perf_counter() - self._t0, 2),
+            "parameters": to_jsonable(self.parameters),
+            "data": self.data_sources,
+            "values": self.values,
+            "tables": self.tables,
+            "figures": self.figures,
+            "checks": self.checks,
+        }
+
+    def write(self) -> Path:
+        out = paths.results_dir(self.profile)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{self.name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2, allow_nan=False) + "\n")
+        tmp.replace(path)
+        return path
+
+    def finish(self) -> Path:
+        """Write the results JSON, print a summary, and raise :class:`CheckFailed` if any check failed."""
+        path = self.write()
+        failed = [c for c in self.checks if not c["passed"]]
+        print(f"wrote {path} ({len(self.checks)} checks, {len(failed)} failed, profile={self.profile})")
+        if not self.checks:
+            raise CheckFailed(f"{self.name}: no checks were recorded; every notebook must check something")
+        if failed:
+            lines = [f"  {c['name']}: {c['value']} {c['comparison']} {c['threshold']}" for c in failed]
+            raise CheckFailed(f"{self.name}: {len(failed)} check(s) failed:\n" + "\n".join(lines))
+        return path
+
+
+def update_catalog(figdir: Path, name: str, caption: str, notebook: str, profile: str) -> None:
+    """Add/replace one entry of ``catalog.json`` in ``figdir`` and regenerate ``README.md`` beside it."""
+    cat_path = figdir / "catalog.json"
+    catalog = json.loads(cat_path.read_text()) if cat_path.exists() else {}
+    catalog[name] = {"png": f"{name}.png", "pdf": f"{name}.pdf", "caption": caption,
+                     "notebook": f"notebooks/{notebook}.ipynb", "profile": profile}
+    catalog = dict(sorted(catalog.items()))
+    cat_path.write_text(json.dumps(catalog, indent=2) + "\n")
+    lines = ["# Figure catalog", "",
+             "Every citable figure, as `figures/<name>.png` and `.pdf`, with the notebook that makes it.",
+             "Regenerated by the notebooks (`make run`); do not edit by hand.", "",
+             "| figure | caption | notebook | profile |", "|---|---|---|---|"]
+    for key, e in catalog.items():
+        cap = e["caption"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| [{key}]({e['png']}) ([pdf]({e['pdf']})) | {cap} | [{Path(e['notebook']).stem}](../{e['notebook']}) | {e['profile']} |")
+    (figdir / "README.md").write_text("\n".join(lines) + "\n")

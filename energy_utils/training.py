@@ -1,0 +1,97 @@
+"""A small, resumable training loop shared by every model in the companion.
+
+``fit`` runs ``n_steps`` optimizer steps of ``loss_fn(model, batch)`` on batches drawn by
+``sample_batch(step)``, shows tqdm progress, stops with a clear error on a non-finite loss, and (when given a
+``scratch`` folder) saves model, optimizer, history and RNG state every ``checkpoint_every`` steps so that an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+
+class DivergenceError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def _rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, sample_batch: Callable[[int], object],
+        n_steps: int, *, scratch: Path | None = None, checkpoint_every: int = 500, scheduler=None,
+        clip_grad: float | None = None, desc: str = "train", log_every: int = 10) -> dict:
+    """Train and return ``{"step": [...], "loss": [...], "wall_time_s": float, "resumed_from": int}``.
+
+    ``loss_fn(model, batch)`` returns a scalar loss, or ``(loss, extra)`` with a dict of floats to log.
+    """
+    if n_steps < 0:
+        raise ValueError("n_steps must be >= 0")
+    history = {"step": [], "loss": [], "extra": [], "wall_time_s": 0.0, "resumed_from": 0}
+    start = 0
+    state_path = Path(scratch) / "train_state.pt" if scratch is not None else None
+    if state_path is not None and state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved.get("scheduler") is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        history = saved["history"]
+        start = saved["step"]
+        history["resumed_from"] = start
+        _set_rng_state(saved["rng"])
+
+    def save(step):
+        if state_path is None:
+            return
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "history": history, "step": step, "rng": _rng_state()}, tmp)
+        tmp.replace(state_path)
+
+    model.train()
+    t0 = time.perf_counter() - history["wall_time_s"]
+    bar = tqdm(range(start, n_steps), desc=desc, initial=start, total=n_steps, leave=False)
+    for step in bar:
+        batch = sample_batch(step)
+        out = loss_fn(model, batch)
+        loss, extra = (out if isinstance(out, tuple) else (out, {}))
+        if not torch.isfinite(loss):
+            save(step)
+            raise DivergenceError(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or "
+                                  f"check the data (last good state saved in {state_path})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if step % log_every == 0 or step == n_steps - 1:
+            history["step"].append(step)
+            history["loss"].append(loss.item())
+            history["extra"].append({k: float(v) for k, v in extra.items()})
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+        history["wall_time_s"] = time.perf_counter() - t0
+        if (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+    history["wall_time_s"] = time.perf_counter() - t0
+    save(n_steps)
+    model.eval()
+    return history

@@ -1,0 +1,137 @@
+"""Reporting, data loading, checkpoints, training loop and runtime helpers."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from energy_utils import checkpoints, data, paths, reporting, runtime, training
+
+
+def test_report_writes_json_and_raises_on_failed_check(output_dir):
+    rep = reporting.Report("99_example", "smoke", 3, "cpu", parameters={"a": np.float32(1.5)})
+    rep.value("x", torch.tensor(2.0))
+    rep.table("t", [{"a": 1, "b": np.float64(2.5)}])
+    assert rep.check("small", 1e-9, 1e-8, "<")
+    assert not rep.check("nan never passes", float("nan"), 1.0, "<")
+    with pytest.raises(reporting.CheckFailed, match="nan never passes"):
+        rep.finish()
+    result = json.loads((output_dir / "results" / "99_example.json").read_text())
+    assert result["profile"] == "smoke" and result["seed"] == 3 and result["values"]["x"] == 2.0
+    assert [c["passed"] for c in result["checks"]] == [True, False]
+
+
+def test_report_without_checks_fails(output_dir):
+    with pytest.raises(reporting.CheckFailed, match="no checks"):
+        reporting.Report("98_empty", "smoke", 0, "cpu").finish()
+
+
+def test_save_figure_png_pdf_and_catalog(output_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rep = reporting.Report("97_fig", "smoke", 0, "cpu")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    rep.save_figure(fig, "97_line", "a line")
+    assert (output_dir / "figures" / "97_line.png").exists() and (output_dir / "figures" / "97_line.pdf").exists()
+    catalog = json.loads((output_dir / "figures" / "catalog.json").read_text())
+    assert catalog["97_line"]["caption"] == "a line"
+    assert "97_line" in (output_dir / "figures" / "README.md").read_text()
+    with pytest.raises(ValueError, match="notebook number"):
+        rep.save_figure(fig, "line", "no number")
+
+
+def test_smoke_outputs_never_go_to_the_repository(monkeypatch):
+    monkeypatch.delenv("ENERGY_OUTPUT_DIR", raising=False)
+    assert paths.output_root("smoke") == paths.BUILD_DIR / "smoke"
+    assert paths.output_root("full") == paths.REPO_ROOT
+    with pytest.raises(ValueError, match="unknown PROFILE"):
+        runtime.check_profile("fast")
+
+
+def test_seed_everything_is_deterministic():
+    runtime.seed_everything(5)
+    a = torch.randn(3)
+    runtime.seed_everything(5)
+    assert torch.equal(a, torch.randn(3))
+    with pytest.raises(ValueError):
+        runtime.seed_everything(-1)
+
+
+def test_image_sets_load_or_fall_back(monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    fallback = data.load_image_set("Set12", limit=2)
+    assert "fallback" in fallback.source and fallback.images[0].ndim == 2
+    assert 0 <= fallback.images[0].min() and fallback.images[0].max() <= 1
+    assert not set(data.FALLBACK_TRAIN) & set(data.FALLBACK_TEST_GRAY)
+    colour = data.load_image_set("Set5", limit=1)
+    assert colour.images[0].ndim == 3
+    with pytest.raises(ValueError, match="unknown image set"):
+        data.load_image_set("Set13")
+    monkeypatch.setenv(data.DATA_ENV, "/nonexistent/place")
+    with pytest.raises(FileNotFoundError, match="ENERGY_DATA_DIR"):
+        data.load_image_set("Set12")
+
+
+def test_standard_sets_when_configured():
+    root = data.data_dir()
+    if root is None or not (root / "Set12").is_dir():
+        pytest.skip("ENERGY_DATA_DIR with Set12 not configured")
+    s = data.load_image_set("Set12")
+    assert len(s.images) == 12 and "Set12" in s.source
+
+
+def test_mnist_splits_are_disjoint_without_test_set(monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    train, test = data.load_mnist("train"), data.load_mnist("test")
+    assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)
+    assert float(train.images.max()) <= 1.0 and "held out" in test.source
+
+
+def test_extract_patches_shapes():
+    img = np.random.rand(60, 70).astype(np.float32)
+    p = data.extract_patches([img], size=20, stride=10, scales=(1.0, 0.5))
+    assert p.shape[1:] == (1, 20, 20)
+    assert p.shape[0] == 5 * 6 + 2 * 2
+
+
+def test_checkpoint_roundtrip_and_missing(monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    path = checkpoints.save_checkpoint("unit_test_linear", model.state_dict(), {"in": 3}, "smoke")
+    loaded = checkpoints.load_checkpoint("unit_test_linear", "smoke")
+    assert loaded["meta"] == {"in": 3}
+    assert torch.equal(loaded["state_dict"]["weight"], model.weight.detach())
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="RETRAIN=True"):
+        checkpoints.load_checkpoint("unit_test_linear", "smoke")
+
+
+def test_fit_learns_resumes_and_guards_divergence(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(256, 2)
+    y = x @ torch.tensor([[1.0], [-2.0]])
+
+    def loss_fn(model, batch):
+        return ((model(batch[0]) - batch[1]) ** 2).mean()
+
+    def make():
+        torch.manual_seed(1)
+        m = torch.nn.Linear(2, 1)
+        return m, torch.optim.SGD(m.parameters(), lr=0.1)
+
+    m, opt = make()
+    hist = training.fit(m, opt, loss_fn, lambda s: (x, y), 60, scratch=None)
+    assert hist["loss"][-1] < 0.01 * hist["loss"][0]
+
+    m1, opt1 = make()
+    training.fit(m1, opt1, loss_fn, lambda s: (x, y), 30, scratch=tmp_path, checkpoint_every=10)
+    m2, opt2 = make()
+    h2 = training.fit(m2, opt2, loss_fn, lambda s: (x, y), 60, scratch=tmp_path, checkpoint_every=10)
+    assert h2["resumed_from"] == 30
+    assert torch.allclose(m2.weight, m.weight, atol=1e-6)   # resumed run ends where the straight run did
+
+    m3, _ = make()
+    with pytest.raises(training.DivergenceError, match="step"):
+        training.fit(m3, torch.optim.SGD(m3.parameters(), lr=1e3), loss_fn, lambda s: (x * 1e3, y), 50)
