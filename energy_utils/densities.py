@@ -113,7 +113,7 @@ def as_noise_cov(cov, dtype=torch.float64) -> NoiseCov:
 class GaussianMixture:
     """p(x) = Σ_k w_k N(x; μ_k, C_k) with exact noisy densities p(y | Σ); float64 by default, any dimension."""
 
-    def __init__(self, weights, means, covs=None, dtype=torch.float64):
+    def __init__(self, weights, means, covs=None, dtype=torch.float64, factors=None):
         self.weights = torch.as_tensor(weights, dtype=dtype)
         self.means = torch.as_tensor(means, dtype=dtype)
         if self.means.ndim != 2:
@@ -123,14 +123,25 @@ class GaussianMixture:
             raise ValueError(f"weights must have shape ({K},) to match the means, got {tuple(self.weights.shape)}")
         if torch.any(self.weights < 0) or abs(self.weights.sum().item() - 1.0) > 1e-9:
             raise ValueError("weights must be non-negative and sum to 1")
+        self.dtype = dtype
+        # C_k = V_k diag(λ_k) V_kᵀ with V_k (d, r), computed once: sampling and isotropic noise reuse it.
+        if factors is not None:   # low rank, C_k = R_k R_kᵀ: a thin SVD of R_k instead of a d×d eigensolver
+            R = torch.as_tensor(factors, dtype=dtype)
+            if R.ndim != 3 or R.shape[:2] != (K, d):
+                raise ValueError(f"factors must have shape ({K}, {d}, r), got {tuple(R.shape)}")
+            U, S, _ = torch.linalg.svd(R, full_matrices=False)
+            self.evecs, self.evals = U, S**2
+            self.covs = R @ R.transpose(-1, -2)
+            return
         self.covs = torch.zeros(K, d, d, dtype=dtype) if covs is None else torch.as_tensor(covs, dtype=dtype)
         if self.covs.shape != (K, d, d):
             raise ValueError(f"covs must have shape ({K}, {d}, {d}), got {tuple(self.covs.shape)}")
         if (self.covs - self.covs.transpose(-1, -2)).abs().max() > 1e-10:
             raise ValueError("component covariances must be symmetric")
-        if torch.linalg.eigvalsh(self.covs).min() < -1e-10:
+        self.evals, self.evecs = torch.linalg.eigh(self.covs)
+        if self.evals.min() < -1e-10:
             raise ValueError("component covariances must be positive semi-definite")
-        self.dtype = dtype
+        self.evals = self.evals.clamp_min(0)
 
     @property
     def dim(self) -> int:
@@ -142,7 +153,8 @@ class GaussianMixture:
 
     def to(self, device) -> "GaussianMixture":
         gm = GaussianMixture.__new__(GaussianMixture)
-        gm.weights, gm.means, gm.covs = (t.to(device) for t in (self.weights, self.means, self.covs))
+        gm.weights, gm.means, gm.covs, gm.evals, gm.evecs = (
+            t.to(device) for t in (self.weights, self.means, self.covs, self.evals, self.evecs))
         gm.dtype = self.dtype
         return gm
 
@@ -150,10 +162,12 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw n samples from the prior p(x); shape (n, d)."""
         k = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=generator)
-        evals, evecs = torch.linalg.eigh(self.covs.cpu())
-        roots = evecs * evals.clamp_min(0).sqrt()[:, None, :]          # C_k = R R^T
-        z = torch.randn(n, self.dim, dtype=self.dtype, generator=generator)
-        x = self.means.cpu()[k] + torch.einsum("nij,nj->ni", roots[k], z)
+        roots = (self.evecs * self.evals.sqrt()[:, None, :]).cpu()      # C_k = R Rᵀ
+        z = torch.randn(n, roots.shape[-1], dtype=self.dtype, generator=generator)
+        x = self.means.cpu()[k]
+        for j in range(self.n_components):                              # a loop over components, not samples
+            sel = k == j
+            x[sel] += z[sel] @ roots[j].T
         return x.to(self.means.device)
 
     def sample_noisy(self, n: int, cov, generator: torch.Generator | None = None):
@@ -170,21 +184,36 @@ class GaussianMixture:
         return y
 
     def _terms(self, y: torch.Tensor, cov: NoiseCov):
-        """Per-component log w_k N(y; μ_k, S_k), a_k = S_k⁻¹(y − μ_k) and S_k⁻¹ (shared or per sample)."""
+        """Per-component log w_k N(y; μ_k, S_k), a_k = S_k⁻¹(y − μ_k), and a function returning S_k⁻¹
+        ((K,d,d) shared or (B,K,d,d) per sample; built only when a caller needs it)."""
         B, d = y.shape
         if cov.batch_size not in (None, B):
             raise ValueError(f"batched covariance holds {cov.batch_size} matrices but y holds {B} samples")
+        diff = y[:, None, :] - self.means[None]                            # (B,K,d)
+        if cov.kind == "isotropic":
+            # S_k = σ²I + V (diag λ) Vᵀ, so S_k⁻¹ = I/σ² + V diag(1/(λ + σ²) − 1/σ²) Vᵀ: no factorisation per call
+            s2 = cov.value[:, None, None] if cov.batch_size else cov.value               # () or (B,1,1)
+            corr = 1 / (self.evals + s2) - 1 / s2                                           # (K,r) or (B,K,r)
+            c = torch.einsum("kdr,bkd->bkr", self.evecs, diff)                              # Vᵀ(y − μ)
+            a = diff / s2 + torch.einsum("kdr,bkr->bkd", self.evecs, c * corr)
+            maha = (diff * diff).sum(-1) / s2[..., 0] + (c * c * corr).sum(-1) if cov.batch_size else \
+                (diff * diff).sum(-1) / s2 + (c * c * corr).sum(-1)
+            r = self.evals.shape[-1]
+            logdet = (self.evals + s2).log().sum(-1) + (d - r) * (s2[..., 0] if cov.batch_size else s2).log()
+            log_terms = self.weights.log() - 0.5 * (maha + logdet + d * math.log(2 * math.pi))
+            eye = torch.eye(d, dtype=y.dtype, device=y.device)
+            return log_terms, a, lambda: eye / s2[..., None] + torch.einsum("kir,...kr,kjr->...kij", self.evecs, corr, self.evecs) \
+                if cov.batch_size else eye / s2 + torch.einsum("kir,kr,kjr->kij", self.evecs, corr, self.evecs)
         S = self.covs + cov.matrix(d)[..., None, :, :] if cov.batch_size else self.covs + cov.matrix(d)
         L, info = torch.linalg.cholesky_ex(S)
         if info.any():
             raise ValueError("C_k + Σ is not positive definite for some component; use a positive-definite Σ")
         S_inv = torch.cholesky_inverse(L)                                  # (K,d,d) or (B,K,d,d)
         logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)            # (K,) or (B,K)
-        diff = y[:, None, :] - self.means[None]                            # (B,K,d)
         a = torch.einsum("...kij,bkj->bki", S_inv, diff) if S_inv.ndim == 3 else torch.einsum("bkij,bkj->bki", S_inv, diff)
         maha = (diff * a).sum(-1)
         log_terms = self.weights.log() - 0.5 * (maha + logdet + d * math.log(2 * math.pi))
-        return log_terms, a, S_inv
+        return log_terms, a, lambda: S_inv
 
     def log_prob(self, y, cov=None) -> torch.Tensor:
         """log p(y | Σ), shape (B,). ``cov=None`` evaluates the prior itself (needs positive-definite C_k)."""
@@ -211,7 +240,8 @@ class GaussianMixture:
         y = self._check_y(y)
         log_terms, a, _ = self._terms(y, as_noise_cov(cov, self.dtype).to(device=y.device))
         r = torch.softmax(log_terms, dim=1)
-        comp_mean = self.means[None] + torch.einsum("kij,bkj->bki", self.covs, a)
+        Ca = torch.einsum("kdr,bkr->bkd", self.evecs, self.evals * torch.einsum("kdr,bkd->bkr", self.evecs, a))
+        comp_mean = self.means[None] + Ca                                   # μ_k + C_k S_k⁻¹(y − μ_k)
         return (r[..., None] * comp_mean).sum(1)
 
     def tweedie_mean(self, y, cov) -> torch.Tensor:
@@ -227,8 +257,8 @@ class GaussianMixture:
         y = self._check_y(y)
         log_terms, a, S_inv = self._terms(y, as_noise_cov(cov, self.dtype).to(device=y.device))
         r = torch.softmax(log_terms, dim=1)
-        outer = a[..., :, None] * a[..., None, :]                          # (B,K,d,d)
-        return 0.5 * (r[..., None, None] * (outer - S_inv)).sum(1)
+        outer = torch.einsum("bk,bki,bkj->bij", r, a, a)
+        return 0.5 * (outer - torch.einsum("bk,...kij->bij", r, S_inv()))
 
     def variance_score(self, y, cov) -> torch.Tensor:
         """Gradient of log p(y | Σ) w.r.t. the parameters of Σ's kind: d/dσ² (B,), d/dv_i (B, d) or d/dΣ (B, d, d)."""
@@ -248,7 +278,8 @@ def random_mixture(n_components: int, dim: int, generator: torch.Generator | Non
     rank = dim if rank is None else rank
     w = torch.rand(n_components, generator=generator, dtype=dtype) + 0.5
     means = spread * torch.randn(n_components, dim, generator=generator, dtype=dtype)
-    R = torch.randn(n_components, dim, rank, generator=generator, dtype=dtype) / math.sqrt(rank)
-    covs = scale**2 * R @ R.transpose(-1, -2)
-    covs = 0.5 * (covs + covs.transpose(-1, -2))
-    return GaussianMixture(w / w.sum(), means, covs, dtype=dtype)
+    R = scale * torch.randn(n_components, dim, rank, generator=generator, dtype=dtype) / math.sqrt(rank)
+    if rank < dim:
+        return GaussianMixture(w / w.sum(), means, dtype=dtype, factors=R)
+    covs = R @ R.transpose(-1, -2)
+    return GaussianMixture(w / w.sum(), means, 0.5 * (covs + covs.transpose(-1, -2)), dtype=dtype)

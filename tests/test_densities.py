@@ -88,3 +88,17 @@ def test_shape_mismatch_is_reported(gm):
         gm.score(torch.zeros(3, 2), NoiseCov.diagonal([0.1, 0.2, 0.3]))
     with pytest.raises(ValueError, match="holds 4"):
         gm.score(torch.zeros(3, 2), NoiseCov.isotropic(torch.ones(4)))
+
+
+def test_low_rank_mixture_matches_dense_and_batched_isotropic():
+    g = torch.Generator().manual_seed(3)
+    low = random_mixture(3, 6, g, rank=2)
+    dense = GaussianMixture(low.weights, low.means, low.covs + 0.0)
+    y = torch.randn(5, 6, dtype=torch.float64)
+    s2 = torch.rand(5, dtype=torch.float64) + 0.1
+    for cov in [0.3, NoiseCov.isotropic(s2)]:
+        full = NoiseCov.full(0.3 * torch.eye(6, dtype=torch.float64)) if isinstance(cov, float) else \
+            NoiseCov.full(s2[:, None, None] * torch.eye(6, dtype=torch.float64))
+        for fn in ("log_prob", "score", "posterior_mean", "covariance_score"):
+            a, b, c = getattr(low, fn)(y, cov), getattr(dense, fn)(y, cov), getattr(dense, fn)(y, full)
+            assert torch.allclose(a, b, atol=1e-10) and torch.allclose(a, c, atol=1e-10), fn
