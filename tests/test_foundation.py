@@ -36,9 +36,17 @@ def test_save_figure_png_pdf_and_catalog(output_dir):
     ax.plot([0, 1])
     rep.save_figure(fig, "97_line", "a line")
     assert (output_dir / "figures" / "97_line.png").exists() and (output_dir / "figures" / "97_line.pdf").exists()
+    rep.check("ok", 0, 1, "<")
+    rep.finish()
     catalog = json.loads((output_dir / "figures" / "catalog.json").read_text())
     assert catalog["97_line"]["caption"] == "a line"
+    assert catalog["97_line"]["notebook"] == "notebooks/97_fig.ipynb"
     assert "97_line" in (output_dir / "figures" / "README.md").read_text()
+    # a re-run that no longer makes the figure drops it from the catalog
+    rep2 = reporting.Report("97_fig", "smoke", 0, "cpu")
+    rep2.check("ok", 0, 1, "<")
+    rep2.finish()
+    assert "97_line" not in json.loads((output_dir / "figures" / "catalog.json").read_text())
     with pytest.raises(ValueError, match="notebook number"):
         rep.save_figure(fig, "line", "no number")
 

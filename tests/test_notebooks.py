@@ -20,7 +20,9 @@ def test_notebook_smoke(source, output_dir):
     for key in ("seed", "device", "torch_version", "wall_time_s", "data", "values"):
         assert key in result
     for fig in result["figures"]:
-        assert (output_dir / "figures" / f"{fig}.png").exists() and (output_dir / "figures" / f"{fig}.pdf").exists()
+        assert fig["caption"], fig
+        for ext in ("png", "pdf"):
+            assert (output_dir / "figures" / f"{fig['name']}.{ext}").exists()
 
 
 def test_unknown_parameter_is_rejected(output_dir):

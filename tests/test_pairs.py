@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from energy_utils import notebooks, paths
+from energy_utils import notebooks, paths, reporting
 
 SOURCES = notebooks.notebook_sources()
 
@@ -23,11 +23,17 @@ def test_committed_results_are_full_profile_and_passed(source):
     assert result["checks"] and all(c["passed"] for c in result["checks"])
 
 
-def test_catalog_lists_existing_figures():
-    catalog = json.loads((paths.REPO_ROOT / "figures" / "catalog.json").read_text())
+def test_catalog_matches_committed_figures_and_results():
+    figdir = paths.REPO_ROOT / "figures"
+    catalog = json.loads((figdir / "catalog.json").read_text())
+    assert catalog == reporting.catalog_from_results(paths.REPO_ROOT), "catalog.json is stale: re-run a notebook"
     for name, entry in catalog.items():
         for key in ("png", "pdf"):
-            assert (paths.REPO_ROOT / "figures" / entry[key]).exists(), entry[key]
+            assert (figdir / entry[key]).exists(), entry[key]
         assert (paths.REPO_ROOT / entry["notebook"]).exists(), entry["notebook"]
-    readme = (paths.REPO_ROOT / "figures" / "README.md").read_text()
+        assert entry["profile"] == "full", name
+    on_disk = {p.stem for p in figdir.glob("*.png")}
+    assert on_disk == set(catalog), f"figures without a catalog entry: {on_disk - set(catalog)}; " \
+                                    f"catalog entries without a file: {set(catalog) - on_disk}"
+    readme = (figdir / "README.md").read_text()
     assert all(name in readme for name in catalog)
