@@ -23,7 +23,7 @@ COLOR_SETS = ("Set5", "Set14", "BSD100")
 
 # scikit-image fallbacks: training images and held-out test images never overlap.
 FALLBACK_TRAIN = ("brick", "gravel", "grass", "hubble_deep_field", "immunohistochemistry", "cell",
-                  "motorcycle_left", "rocket", "retina")
+                  "clock", "rocket", "retina")
 FALLBACK_TEST_GRAY = ("camera", "moon", "coins", "page", "astronaut", "coffee", "chelsea")
 FALLBACK_TEST_COLOR = ("astronaut", "coffee", "chelsea")
 

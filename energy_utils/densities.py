@@ -258,7 +258,9 @@ class GaussianMixture:
         log_terms, a, S_inv = self._terms(y, as_noise_cov(cov, self.dtype).to(device=y.device))
         r = torch.softmax(log_terms, dim=1)
         outer = torch.einsum("bk,bki,bkj->bij", r, a, a)
-        return 0.5 * (outer - torch.einsum("bk,...kij->bij", r, S_inv()))
+        S_inv = S_inv()
+        weighted = torch.einsum("bk,bkij->bij", r, S_inv) if S_inv.ndim == 4 else torch.einsum("bk,kij->bij", r, S_inv)
+        return 0.5 * (outer - weighted)
 
     def variance_score(self, y, cov) -> torch.Tensor:
         """Gradient of log p(y | Σ) w.r.t. the parameters of Σ's kind: d/dσ² (B,), d/dv_i (B, d) or d/dΣ (B, d, d)."""

@@ -34,10 +34,13 @@ def _set_rng_state(state):
 
 def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, sample_batch: Callable[[int], object],
         n_steps: int, *, scratch: Path | None = None, checkpoint_every: int = 500, scheduler=None,
-        clip_grad: float | None = None, desc: str = "train", log_every: int = 10) -> dict:
+        clip_grad: float | None = None, desc: str = "train", log_every: int = 10,
+        max_time_s: float | None = None) -> dict:
     """Train and return ``{"step": [...], "loss": [...], "wall_time_s": float, "resumed_from": int}``.
 
     ``loss_fn(model, batch)`` returns a scalar loss, or ``(loss, extra)`` with a dict of floats to log.
+    ``max_time_s`` (optional) stops early once that much training wall time has passed; the history then
+    holds ``"stopped_at"`` (the number of steps done) so a notebook can report it.
     """
     if n_steps < 0:
         raise ValueError("n_steps must be >= 0")
@@ -87,11 +90,58 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
             history["step"].append(step)
             history["loss"].append(loss.item())
             history["extra"].append({k: float(v) for k, v in extra.items()})
-            bar.set_postfix(loss=f"{loss.item():.4g}")
+            bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
         history["wall_time_s"] = time.perf_counter() - t0
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
+        if max_time_s is not None and history["wall_time_s"] >= max_time_s and step + 1 < n_steps:
+            history["stopped_at"] = step + 1
+            break
     history["wall_time_s"] = time.perf_counter() - t0
-    save(n_steps)
+    save(history.get("stopped_at", n_steps))
     model.eval()
     return history
+
+
+class BudgetCosineLR:
+    """Linear warm-up then cosine decay to ``final_frac``·lr over whichever runs out first: ``n_steps`` steps
+    or ``max_time_s`` seconds of wall time (progress = max of the two fractions), so a time-bounded ``fit``
+    still ends with an annealed learning rate. Call ``step()`` once per optimizer step."""
+
+    def __init__(self, optimizer, n_steps: int, max_time_s: float | None = None, warmup: int = 100,
+                 final_frac: float = 0.02):
+        self.optimizer, self.n_steps, self.max_time_s = optimizer, max(1, n_steps), max_time_s
+        self.warmup, self.final_frac = warmup, final_frac
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.count, self.elapsed, self._t = 0, 0.0, time.perf_counter()
+        self._apply()
+
+    def progress(self) -> float:
+        p = self.count / self.n_steps
+        if self.max_time_s:
+            p = max(p, self.elapsed / self.max_time_s)
+        return min(1.0, p)
+
+    def _apply(self):
+        import math
+        p = self.progress()
+        f = self.final_frac + (1 - self.final_frac) * 0.5 * (1 + math.cos(math.pi * p))
+        if self.count < self.warmup:
+            f *= (self.count + 1) / self.warmup
+        for g, b in zip(self.optimizer.param_groups, self.base):
+            g["lr"] = b * f
+
+    def step(self):
+        now = time.perf_counter()
+        self.elapsed += now - self._t
+        self._t = now
+        self.count += 1
+        self._apply()
+
+    def state_dict(self):
+        return {"count": self.count, "elapsed": self.elapsed}
+
+    def load_state_dict(self, state):
+        self.count, self.elapsed = state["count"], state["elapsed"]
+        self._t = time.perf_counter()
+        self._apply()

@@ -31,12 +31,16 @@ def test_tweedie_equals_component_posterior_mean(gm, cov):
     assert torch.allclose(gm.tweedie_mean(y, cov), gm.posterior_mean(y, cov), atol=1e-12)
 
 
-def test_batched_covariances_match_one_at_a_time(gm):
+@pytest.mark.parametrize("fn", ["log_prob", "score", "posterior_mean", "covariance_score"])
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal", "full"])
+def test_batched_covariances_match_one_at_a_time(gm, fn, kind):
     y = torch.randn(4, 2, dtype=torch.float64)
     v = torch.rand(4, 2, dtype=torch.float64) + 0.1
-    batched = gm.score(y, NoiseCov.diagonal(v))
-    single = torch.cat([gm.score(y[i:i + 1], NoiseCov.diagonal(v[i])) for i in range(4)])
-    assert torch.allclose(batched, single, atol=1e-14)
+    make = {"isotropic": lambda v: NoiseCov.isotropic(v[..., 0]), "diagonal": NoiseCov.diagonal,
+            "full": lambda v: NoiseCov.full(torch.diag_embed(v) + 0.05)}[kind]
+    batched = getattr(gm, fn)(y, make(v))
+    single = torch.cat([getattr(gm, fn)(y[i:i + 1], make(v[i])) for i in range(4)])
+    assert torch.allclose(batched, single, atol=1e-12)
 
 
 def test_score_and_covariance_score_against_finite_differences(gm):

@@ -1,0 +1,172 @@
+"""Training, evaluation and analysis of blind denoisers (networks in :mod:`energy_utils.networks`).
+
+Convention: a denoiser D returns the clean estimate x̂(y); its residual f(y) = D(y) − y = σ² ∇ log p_σ(y).
+
+* :func:`train_blind_denoiser`: y = x + σ z with σ ~ U[σ_min, σ_max] drawn per example, loss
+  mean ‖D(y) − x‖² (MSE), through :func:`energy_utils.training.fit` (tqdm, NaN guard, resumable).
+* :func:`evaluate_denoiser`: PSNR/SSIM of clamp(D(y), 0, 1) over a set of noise levels (Mohan et al.'s protocol).
+* :func:`jacobian`, :func:`effective_dimension`, :func:`symmetry_error`, :func:`scale_equivariance_error`:
+  the local linear analysis D(y) = A_y y of bias-free networks.
+* :func:`save_denoiser` / :func:`load_denoiser`: checkpoints that rebuild their network from ``meta["spec"]``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import checkpoints, networks
+from .metrics import psnr, ssim
+from .training import fit
+
+
+def add_noise(x: torch.Tensor, sigma, generator: torch.Generator | None = None) -> torch.Tensor:
+    """y = x + σ z, z ~ N(0, I); σ a float or one value per example (shape (B,))."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.ndim == 1:
+        if s.shape[0] != x.shape[0]:
+            raise ValueError(f"got {s.shape[0]} noise levels for a batch of {x.shape[0]}")
+        s = s.view(-1, *([1] * (x.ndim - 1)))
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                    device=generator.device if generator is not None else x.device).to(x.device)
+    return x + s * z
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One random dihedral transform (flip + rot90) for the whole image batch."""
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    x = torch.rot90(x, k, dims=(-2, -1))
+    if int(torch.randint(0, 2, (1,), generator=generator)):
+        x = x.flip(-1)
+    return x
+
+
+def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_range: tuple[float, float],
+                         n_steps: int, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+                         scratch: Path | None = None, augment: bool = True, final_lr_fraction: float = 0.05,
+                         clip_grad: float | None = 1.0, desc: str = "denoiser", checkpoint_every: int = 250,
+                         inverse_variance_weighting: bool = False, sigma_power: float = 1.0) -> dict:
+    """Blind training: each example gets its own σ ~ U[σ_min, σ_max]; loss = mean (D(x + σz) − x)².
+
+    ``data`` is a tensor of clean examples (patches (N, C, H, W) or vectors (N, d)), sampled uniformly with
+    replacement (with random flips/rotations for images when ``augment``), or a callable
+    ``data(batch_size, generator) -> clean batch`` (e.g. a Gaussian-mixture sampler). Networks with
+    ``sigma_input=True`` receive σ as their second argument. Adam with a cosine learning-rate decay to
+    ``final_lr_fraction``·lr. Batches are drawn from a generator seeded by (seed, step), so an interrupted run
+    resumed from ``scratch`` sees the same batches. ``inverse_variance_weighting`` uses mean ((D(y) − x)/σ)²
+    instead, which balances the noise levels (every σ then contributes a residual error of order one).
+    ``sigma_power`` p draws σ = σ_min + (σ_max − σ_min)·u^p, u ~ U[0, 1]: p = 1 is uniform, p = 2 puts more
+    examples at small σ (where a sampler must end; cf. the "quadratic" σ draw of the lab's later code).
+    Returns the history of :func:`energy_utils.training.fit`.
+    """
+    lo, hi = map(float, sigma_range)
+    if not 0 <= lo <= hi or hi <= 0:
+        raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, hi > 0; got {sigma_range}")
+    if isinstance(data, torch.Tensor) and data.ndim not in (2, 4):
+        raise ValueError(f"data must be patches (N, C, H, W) or vectors (N, d); got {tuple(data.shape)}")
+    device = next(model.parameters()).device
+    sigma_input = getattr(model, "sigma_input", False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = lambda s: final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / max(n_steps, 1)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+
+    def sample_batch(step):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        if callable(data) and not isinstance(data, torch.Tensor):
+            x = data(batch_size, g)
+        else:
+            idx = torch.randint(0, data.shape[0], (batch_size,), generator=g)
+            x = data[idx]
+            if augment and x.ndim == 4:
+                x = _augment(x, g)
+        x = x.to(device=device, dtype=torch.float32)
+        sig = lo + (hi - lo) * torch.rand(batch_size, generator=g) ** sigma_power
+        y = add_noise(x, sig.to(x), g)
+        return x, y, sig.to(x)
+
+    def loss_fn(m, batch):
+        x, y, sig = batch
+        out = m(y, sig) if sigma_input else m(y)
+        err = out - x
+        if inverse_variance_weighting:
+            err = err / sig.clamp_min(1e-3).view(-1, *([1] * (x.ndim - 1)))
+        return err.pow(2).mean()
+
+    return fit(model, optimizer, loss_fn, sample_batch, n_steps, scratch=scratch, scheduler=scheduler,
+               clip_grad=clip_grad, desc=desc, checkpoint_every=checkpoint_every)
+
+
+@torch.no_grad()
+def evaluate_denoiser(model: nn.Module, images: torch.Tensor, sigmas, seed: int = 0, clamp: bool = True) -> list[dict]:
+    """PSNR/SSIM (data_range 1) of D(x + σz) over ``images`` (B, C, H, W) for each σ in ``sigmas``.
+
+    One noise draw per image and σ from a generator seeded by (seed, σ index), so different networks see the
+    same noisy images. Returns rows {sigma, sigma_255, psnr_in, psnr, ssim, psnr_std} averaged over images.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    rows = []
+    for i, s in enumerate(sigmas):
+        g = torch.Generator().manual_seed(seed * 7919 + i)
+        x = images.to(device)
+        y = add_noise(x.cpu(), float(s), g).to(device)
+        out = model(y)
+        if clamp:
+            out = out.clamp(0, 1)
+        p_in, p_out, s_out = psnr(y, x), psnr(out, x), ssim(out, x)
+        rows.append({"sigma": float(s), "sigma_255": round(float(s) * 255, 3), "psnr_in": p_in.mean().item(),
+                     "psnr": p_out.mean().item(), "ssim": s_out.mean().item(), "psnr_std": p_out.std().item()
+                     if len(p_out) > 1 else 0.0})
+    return rows
+
+
+def jacobian(model: nn.Module, y: torch.Tensor, chunk_size: int | None = 256) -> torch.Tensor:
+    """The Jacobian A_y = ∂D/∂y at one input ``y`` (shape of one example, e.g. (C, H, W)), as an (N, N) matrix
+    with N = y.numel(); row i is the adaptive filter that produces output pixel i. Computed in eval mode."""
+    from torch.func import jacrev
+
+    model.eval()
+    shape = y.shape
+    fn = lambda v: model(v.reshape(1, *shape)).reshape(-1)
+    return jacrev(fn, chunk_size=chunk_size)(y.reshape(-1).detach()).detach()
+
+
+def effective_dimension(J: torch.Tensor) -> torch.Tensor:
+    """Σ_i s_i² = ‖J‖_F² (the measure of Mohan et al.'s analysis notebook; for a projection it is its rank)."""
+    return J.pow(2).sum((-2, -1))
+
+
+def symmetry_error(J: torch.Tensor) -> torch.Tensor:
+    """‖J − Jᵀ‖_F / ‖J‖_F (0 for a symmetric Jacobian, i.e. a gradient field of a scalar energy)."""
+    return torch.linalg.matrix_norm(J - J.transpose(-1, -2)) / torch.linalg.matrix_norm(J)
+
+
+@torch.no_grad()
+def scale_equivariance_error(model: nn.Module, y: torch.Tensor, alphas=(0.25, 0.5, 2.0, 4.0)) -> dict:
+    """max over the batch of ‖D(αy) − αD(y)‖ / ‖αD(y)‖ for each α (eval mode). Bias-free nets: float rounding."""
+    model.eval()
+    base = model(y)
+    out = {}
+    for a in alphas:
+        err = (model(a * y) - a * base).flatten(1).norm(dim=1) / (a * base).flatten(1).norm(dim=1).clamp_min(1e-30)
+        out[float(a)] = err.max().item()
+    return out
+
+
+def save_denoiser(name: str, model: nn.Module, meta: dict, profile: str) -> Path:
+    """Save a network with its ``spec`` so :func:`load_denoiser` can rebuild it."""
+    return checkpoints.save_checkpoint(name, model.state_dict(), {"spec": model.spec, **meta}, profile)
+
+
+def load_denoiser(name: str, profile: str = "full", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild and load a network saved by :func:`save_denoiser`; returns (model in eval mode, meta)."""
+    ck = checkpoints.load_checkpoint(name, profile)
+    meta = ck["meta"]
+    if "spec" not in meta:
+        raise KeyError(f"checkpoint {name!r} has no 'spec' in its metadata; it was not saved by save_denoiser")
+    model = networks.build(meta["spec"])
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval(), meta

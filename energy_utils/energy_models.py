@@ -1,0 +1,296 @@
+"""Energies U_θ(y, Σ) ≈ −log p(y | Σ) conditioned on a pixel- or Fourier-diagonal noise covariance.
+
+Every network here has the inner-product form of dual score matching (Guth et al. 2025; Zilberstein et al. 2026)
+
+    U_θ(y, Σ) = ½ ⟨y, s_θ(y, Σ)⟩,
+
+and Σ enters every block as a multiplicative gain, h ← SiLU(Norm(h) ⊙ (1 + A_ℓ(e_Σ))): a spatial gain map for
+pixel-diagonal Σ (the variance map is embedded by a small conv net and resized to each block), one gain per
+channel for Fourier-diagonal Σ (the spectrum is embedded and globally pooled).
+
+Σ is embedded through its **log-variances**, not the variances: training variances span ~10 decades, where
+raw values (or sinusoids of them, as in the released code) cannot separate 1e-9 from 1e-6; in log coordinates a
+multiplicative change of noise level is an O(1) additive change, and the autograd leaf log v gives directly the
+scale-free covariance score v ∂U/∂v = ∂U/∂log v that A-CSM regresses, with no 1/v blow-up in float32.
+
+:func:`energy_and_scores` returns U, ∇_yU and ∂U/∂log v from **one** autograd call; the denoiser is
+D(y) = y − Σ∇_yU (anisotropic Miyasawa/Tweedie). :class:`MixtureEnergy` is the exact energy −log p(y|Σ) of a
+Gaussian mixture, with the same interface, used as the oracle.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .covariances import DiagCov
+
+LOGVAR_SCALE = 8.0   # log-variances are divided by this before embedding (ln 1e3 ≈ 6.9)
+
+
+class EnergyModel(nn.Module):
+    """Base class: subclasses implement ``s_theta(y, cov)``; the energy is ½⟨y, s_θ⟩ per sample, (B,)."""
+
+    def s_theta(self, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:
+        return 0.5 * (y * self.s_theta(y, cov)).flatten(1).sum(1)
+
+    energy = forward
+
+
+class Scores(NamedTuple):
+    energy: torch.Tensor        # (B,)
+    grad_y: torch.Tensor        # ∇_y U, shape of y
+    grad_logvar: torch.Tensor | None   # ∂U/∂log v = v ∂U/∂v, shape of the variance map (None if not asked)
+
+
+def energy_and_scores(model: nn.Module, y: torch.Tensor, cov: DiagCov, create_graph: bool = False,
+                      cov_score: bool = True) -> Scores:
+    """U, ∇_yU and (optionally) ∂U/∂log v from one ``torch.autograd.grad`` call.
+
+    ``create_graph=True`` keeps the graph so a loss on the scores can be backpropagated (training).
+    The raw covariance score is ∇_vU = grad_logvar / v.
+    """
+    y = y.detach().requires_grad_(True) if not y.requires_grad else y
+    if cov_score:
+        cov = cov.requires_grad_()
+    with torch.enable_grad():
+        u = model(y, cov)
+        inputs = (y, cov.log_var) if cov_score else (y,)
+        grads = torch.autograd.grad(u.sum(), inputs, create_graph=create_graph)
+    if not create_graph:
+        u = u.detach()
+    return Scores(u, grads[0], grads[1] if cov_score else None)
+
+
+def denoise(model: nn.Module, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:
+    """D(y, Σ) = y − Σ ∇_y U(y, Σ), the MMSE estimate E[x | y, Σ] for the true energy."""
+    g = energy_and_scores(model, y, cov, cov_score=False).grad_y
+    return (y - cov.apply(g)).detach()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Vectors: a gain-modulated residual MLP
+# ---------------------------------------------------------------------------------------------------------
+class _CovEmbedMLP(nn.Module):
+    """log-variances (B, d) → embedding (B, E); one instance per basis (pixel / Fourier)."""
+
+    def __init__(self, d: int, emb: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d + 1, emb), nn.SiLU(), nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, emb))
+
+    def forward(self, lv: torch.Tensor) -> torch.Tensor:
+        z = lv / LOGVAR_SCALE
+        return self.net(torch.cat([z, z.mean(1, keepdim=True)], 1))
+
+
+class VectorEnergy(EnergyModel):
+    """U_θ(y, Σ) = ½⟨y, s_θ⟩ on R^d, u = P y, P = (σ_d² I + Σ)^{−½}, r = ‖u‖/√d, and
+
+        s_θ = P (u + g/r + 2a u/(d r²)),   so   U_θ = ½‖u‖² + ½⟨u, g⟩/r + a,
+
+    with (g, a) = trunk(u, log r, e_Σ) ∈ R^d × R. P is an input preconditioning (EDM's c_in, in Σ's basis) so
+    the trunk sees O(1) inputs at every noise level; the ``u`` term starts the energy at the Gaussian
+    ½ yᵀ(σ_d²I + Σ)⁻¹y. The 1/r factors matter: a bounded s forces U(0, Σ) = ½⟨0, s⟩ = 0 for every Σ, while
+    −log p(0 | Σ) varies with Σ, so no normalised energy of that form exists when y = 0 lies among the data
+    (d = 2 here). The paper's UNet escapes through normalisation layers and because 0 is far from the typical
+    set in high dimension; the û-aligned term 2a u/(d r²) is the explicit version (a Σ-dependent offset in
+    U is then one scalar output, not a direction the network must align with u). Trunk: residual blocks
+    h ← h + W₂ SiLU(LN(W₁h) ⊙ (1 + A_ℓ e_Σ)).
+    """
+
+    def __init__(self, d: int, width: int = 128, depth: int = 3, emb: int = 64, data_var: float = 1.0):
+        super().__init__()
+        self.d, self.data_var = d, data_var
+        self.embed = nn.ModuleDict({"pixel": _CovEmbedMLP(d, emb), "fourier": _CovEmbedMLP(d, emb)})
+        self.inp = nn.Linear(d + 1, width)
+        self.lin1 = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.lin2 = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.norm = nn.ModuleList([nn.LayerNorm(width, elementwise_affine=False) for _ in range(depth)])
+        self.gain = nn.ModuleList([nn.Linear(emb, width) for _ in range(depth + 1)])
+        self.out = nn.Linear(width, d + 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def embedding(self, cov: DiagCov) -> torch.Tensor:
+        lv = cov.symmetrized_log_var()
+        e_pix, e_four = self.embed["pixel"](lv), self.embed["fourier"](lv)
+        return torch.where(cov.fourier[:, None], e_four, e_pix)
+
+    def s_theta(self, y, cov):
+        if y.ndim != 2 or y.shape[1] != self.d:
+            raise ValueError(f"VectorEnergy expects y of shape (B, {self.d}), got {tuple(y.shape)}")
+        lv = cov.symmetrized_log_var()
+        pre = (self.data_var + lv.exp()).rsqrt()
+        u = cov.apply_multiplier(y, pre)
+        r = (u.pow(2).mean(1, keepdim=True) + 1e-6).sqrt()
+        e = self.embedding(cov)
+        h = self.inp(torch.cat([u, r.log()], 1)) * (1 + self.gain[0](e))
+        for lin1, lin2, norm, gain in zip(self.lin1, self.lin2, self.norm, self.gain[1:]):
+            h = h + lin2(F.silu(norm(lin1(h)) * (1 + gain(e))))
+        out = self.out(F.silu(h))
+        g, a = out[:, :-1], out[:, -1:]
+        # ½⟨u, (g + 2a·u/(r d))/r⟩ = ½⟨u, g⟩/r + a: the û-aligned part carries offsets directly.
+        g = g + 2 * a * u / (r * self.d)
+        return cov.apply_multiplier(u + g / r, pre)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Images: a small gain-modulated UNet
+# ---------------------------------------------------------------------------------------------------------
+class _SpatialEmbed(nn.Module):
+    """log-variance map (B, 1, H, W) → embedding map (B, E, H, W): a 3×3 conv then a 1×1 conv (cheap: the
+    covariance score backpropagates through it)."""
+
+    def __init__(self, emb: int, padding_mode: str = "replicate"):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, emb, 3, padding=1, padding_mode=padding_mode)
+        self.c2 = nn.Conv2d(emb, emb, 1)
+
+    def forward(self, lv):
+        z = lv / LOGVAR_SCALE
+        return self.c2(F.silu(self.c1(z))) + z.mean((2, 3), keepdim=True)
+
+
+class _GainConv(nn.Module):
+    """conv → GroupNorm → ⊙(1 + A e_Σ) → SiLU, with the gain map (pixel Σ) or per-channel gain (Fourier Σ)."""
+
+    def __init__(self, cin: int, cout: int, emb: int, k: int = 3, groups: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2)
+        self.norm = nn.GroupNorm(min(groups, cout), cout)
+        self.gain = nn.Conv2d(emb, cout, 1)
+
+    def forward(self, x, e_map, e_vec, fourier):
+        a = torch.where(fourier.view(-1, 1, 1, 1), self.gain(e_vec), self.gain(e_map))
+        return F.silu(self.norm(self.conv(x)) * (1 + a))
+
+
+class _Block(nn.Module):
+    """Residual block of two gain-modulated 3×3 convs."""
+
+    def __init__(self, cin: int, cout: int, emb: int):
+        super().__init__()
+        self.g1 = _GainConv(cin, cout, emb)
+        self.g2 = _GainConv(cout, cout, emb)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, e_map, e_vec, fourier):
+        return self.skip(x) + self.g2(self.g1(x, e_map, e_vec, fourier), e_map, e_vec, fourier)
+
+
+class ImageEnergy(EnergyModel):
+    """U_θ(y, Σ) = ½⟨y, s_θ⟩ for (B, C, H, W) images; s_θ = P(u + g_θ(u, Σ)), u = P y, P = (σ_d² + Σ)^{−½}.
+
+    ``a(y, Σ)`` is an offset head: the term 2a·u/‖u‖² adds exactly a to U (½⟨u, 2a u/‖u‖²⟩ = a), with
+    a = 8C Σ_i φ(log v_i / 8) + w·pool(h_mid): a per-coordinate function of the log-variances, the shape of the
+    ½ log det Σ that a normalised energy must carry, plus a global image term. A-DSM cannot see a Σ-only
+    offset (its gradient in y is 0; here up to the relative 1e-3/‖u‖² that keeps the term finite at u = 0),
+    so in a single-SM model φ stays at its zero initialisation; A-CSM trains it. Without this head, our short CPU trainings learn no Σ-dependent offset at all (the U-Net would have
+    to output g ∝ u·log v through its normalised layers).
+
+    g_θ is a small 3-level UNet sized for a CPU: one gain-modulated conv at full resolution, a residual block
+    at H/2, two at H/4, a block on the way up at H/2 and one gain-modulated conv at full resolution again
+    (average-pool down, nearest up, skip concatenations). Pixel-type Σ: the log-variance map goes through a
+    conv embedding and is average-pooled to each level: a spatial gain map. Fourier-type Σ: the log-spectrum
+    (circular padding: the unshifted FFT grid is periodic) goes through its own embedding and is globally
+    pooled: one gain per channel. Both embeddings are computed and each sample picks its own.
+    """
+
+    def __init__(self, channels: int = 1, widths=(16, 32, 48), emb: int = 32, data_var: float = 0.25):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.data_var = data_var
+        self.embed_pix = _SpatialEmbed(emb, "replicate")
+        self.embed_four = _SpatialEmbed(emb, "circular")
+        self.inp = _GainConv(channels, w1, emb)
+        self.down = _Block(w1, w2, emb)
+        self.mid1 = _Block(w2, w3, emb)
+        self.mid2 = _Block(w3, w3, emb)
+        self.up = _Block(w3 + w2, w2, emb)
+        self.fin = _GainConv(w2 + w1, w1, emb)
+        self.out = nn.Conv2d(w1, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        # offset head a(y, Σ) = Σ_i φ_basis(log v_i) + w·pool(h_mid): per-coordinate log-variance terms (the
+        # shape of ½ log det) plus a global image term; zero-initialised.
+        self.phi = nn.ModuleDict({b: nn.Sequential(nn.Conv2d(1, 16, 1), nn.SiLU(), nn.Conv2d(16, 1, 1))
+                                  for b in ("pixel", "fourier")})
+        self.a_img = nn.Linear(w3, 1)
+        for m in (self.phi["pixel"][2], self.phi["fourier"][2], self.a_img):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def s_theta(self, y, cov):
+        if y.ndim != 4:
+            raise ValueError(f"ImageEnergy expects y of shape (B, C, H, W), got {tuple(y.shape)}")
+        lv = cov.symmetrized_log_var()
+        pre = (self.data_var + lv.exp()).rsqrt()
+        u = cov.apply_multiplier(y, pre)
+        f = cov.fourier
+        e_pix = self.embed_pix(lv)
+        e_four = self.embed_four(lv).mean((2, 3), keepdim=True)
+        e1 = e_pix
+        e2 = F.avg_pool2d(e1, 2, ceil_mode=True)
+        e3 = F.avg_pool2d(e2, 2, ceil_mode=True)
+        h1 = self.inp(u, e1, e_four, f)
+        h2 = self.down(F.avg_pool2d(h1, 2, ceil_mode=True), e2, e_four, f)
+        h3 = self.mid1(F.avg_pool2d(h2, 2, ceil_mode=True), e3, e_four, f)
+        h3 = self.mid2(h3, e3, e_four, f)
+        h = self.up(torch.cat([F.interpolate(h3, size=h2.shape[-2:], mode="nearest"), h2], 1), e2, e_four, f)
+        h = self.fin(torch.cat([F.interpolate(h, size=h1.shape[-2:], mode="nearest"), h1], 1), e1, e_four, f)
+        z = lv / LOGVAR_SCALE
+        phi = torch.where(f.view(-1, 1, 1, 1), self.phi["fourier"](z), self.phi["pixel"](z))
+        a = LOGVAR_SCALE * y.shape[1] * phi.flatten(1).sum(1) + self.a_img(h3.mean((2, 3)))[:, 0]
+        # ½⟨u, 2a·u/‖u‖²⟩ = a: the offset enters U = ½⟨y, s_θ⟩ through a û-aligned term (singular only at y = 0)
+        u2 = u.pow(2).flatten(1).sum(1).view(-1, 1, 1, 1) + 1e-3
+        return cov.apply_multiplier(u + self.out(h) + 2 * a.view(-1, 1, 1, 1) * u / u2, pre)
+
+    def denoiser_forward(self, y, cov):
+        """The same backbone used as a plain denoiser, D = y − Σ s_θ (one forward, no autograd): the cost
+        baseline for ∇_yU."""
+        return y - cov.apply(self.s_theta(y, cov))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The exact oracle
+# ---------------------------------------------------------------------------------------------------------
+class MixtureEnergy(nn.Module):
+    """U*(y, Σ) = −log p(y | Σ) of a :class:`~energy_utils.densities.GaussianMixture`, exact and differentiable
+    in y and in log v (Σ is built as a dense matrix from the DiagCov, so keep d small: d ≤ a few hundred).
+    Images are flattened channel-major, so one variance map shared by C channels is kron(I_C, Σ_map)."""
+
+    def __init__(self, mixture, offset: float = 0.0):
+        super().__init__()
+        self.mixture = mixture
+        self.offset = offset
+
+    def forward(self, y, cov: DiagCov):
+        from .densities import NoiseCov
+
+        C = cov.channels(y)
+        mat = cov.to(dtype=torch.float64).dense(C)
+        mat = 0.5 * (mat + mat.transpose(1, 2))
+        yf = y.reshape(y.shape[0], -1).double()
+        lp = self.mixture.log_prob(yf, NoiseCov("full", mat))
+        return (-lp + self.offset).to(y.dtype)
+
+    energy = forward
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(kind: str, **kwargs) -> EnergyModel:
+    """Rebuild a model from checkpoint metadata: ``kind`` 'vector' or 'image'."""
+    if kind == "vector":
+        return VectorEnergy(**kwargs)
+    if kind == "image":
+        return ImageEnergy(**kwargs)
+    raise ValueError(f"unknown model kind {kind!r}; use 'vector' or 'image'")
+

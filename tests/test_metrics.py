@@ -1,0 +1,31 @@
+"""PSNR and SSIM agree with scikit-image (data_range=1) and behave as metrics should."""
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from energy_utils import metrics
+
+
+def test_psnr_and_ssim_match_skimage():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 1, 40, 36, generator=g)
+    x = (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
+    p, s = metrics.psnr(x, ref), metrics.ssim(x, ref)
+    for i in range(3):
+        a, b = x[i, 0].numpy().astype(np.float64), ref[i, 0].numpy().astype(np.float64)
+        assert p[i].item() == pytest.approx(peak_signal_noise_ratio(b, a, data_range=1.0), abs=1e-4)
+        assert s[i].item() == pytest.approx(structural_similarity(b, a, data_range=1.0), abs=1e-5)
+
+
+def test_ssim_colour_and_limits():
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(2, 3, 20, 20, generator=g)
+    assert torch.allclose(metrics.ssim(ref, ref), torch.ones(2))
+    x = ref.flip(-1)
+    sk = structural_similarity(ref[0].permute(1, 2, 0).numpy().astype(np.float64),
+                               x[0].permute(1, 2, 0).numpy().astype(np.float64), data_range=1.0, channel_axis=-1)
+    assert metrics.ssim(x, ref)[0].item() == pytest.approx(sk, abs=1e-5)
+    assert metrics.input_psnr(0.1) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))

@@ -1,0 +1,118 @@
+"""Bias-free networks: exact scale equivariance, D(y) = J y, the biased twin breaks both; training helpers."""
+import pytest
+import torch
+
+from energy_utils import denoisers, networks
+
+
+def _trained_stats(model, shape, steps=3):
+    """Run a few training-mode forwards so running statistics are not the trivial initial ones."""
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.rand(shape, generator=g) + 0.3 * torch.randn(shape, generator=g))
+    return model.eval()
+
+
+def test_bias_free_cnn_is_scale_equivariant_and_biased_twin_is_not():
+    torch.manual_seed(0)
+    shape = (4, 1, 16, 16)
+    bf = _trained_stats(networks.DenoiserCNN(depth=5, width=8, bias_free=True), shape)
+    bi = _trained_stats(networks.DenoiserCNN(depth=5, width=8, bias_free=False), shape)
+    with torch.no_grad():  # give the biased twin non-trivial biases, as training would
+        for m in bi.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.bias.normal_(0, 0.1)
+    y = torch.rand(shape, dtype=torch.float32)
+    e_bf = denoisers.scale_equivariance_error(bf.double(), y.double(), alphas=(0.1, 3.0, 40.0))
+    e_bi = denoisers.scale_equivariance_error(bi.double(), y.double(), alphas=(0.1, 3.0, 40.0))
+    assert max(e_bf.values()) < 1e-12
+    assert min(e_bi.values()) > 1e-3
+    assert not networks.has_additive_constants(bf) and networks.has_additive_constants(bi)
+
+
+def test_bias_free_network_is_locally_linear_without_offset():
+    torch.manual_seed(0)
+    model = _trained_stats(networks.DenoiserCNN(depth=4, width=6), (2, 1, 8, 8)).double()
+    y = torch.rand(1, 8, 8, dtype=torch.float64)
+    J = denoisers.jacobian(model, y)
+    assert J.shape == (64, 64)
+    out = model(y[None]).reshape(-1)
+    assert torch.allclose(J @ y.reshape(-1), out, atol=1e-10)       # D(y) = A_y y, no net bias
+    assert denoisers.effective_dimension(torch.eye(5)).item() == pytest.approx(5.0)
+    assert denoisers.symmetry_error(torch.eye(3)).item() == 0.0
+
+
+def test_bias_free_batchnorm_has_no_shift_and_uses_running_sd_in_eval():
+    bn = networks.BFBatchNorm2d(3)
+    x = torch.randn(8, 3, 5, 5) * 2 + 1
+    bn.train()
+    out = bn(x)
+    sd = torch.sqrt(x.var(dim=(0, 2, 3), unbiased=False) + bn.eps)
+    assert torch.allclose(out, x / sd.view(1, -1, 1, 1), atol=1e-6)  # no mean subtraction
+    assert torch.allclose(bn.running_sd, 0.9 + 0.1 * sd, atol=1e-6)
+    bn.eval()
+    assert torch.allclose(bn(2 * x), 2 * bn(x))
+
+
+def test_mlp_homogeneity_with_sigma_input_and_clear_errors():
+    torch.manual_seed(0)
+    mlp = networks.BiasFreeMLP(2, hidden=16, depth=2, sigma_input=True).double()
+    y = torch.randn(10, 2, dtype=torch.float64)
+    s = torch.rand(10, dtype=torch.float64)
+    assert torch.allclose(mlp(3 * y, 3 * s), 3 * mlp(y, s))
+    with pytest.raises(ValueError, match="sigma"):
+        mlp(y)
+    with pytest.raises(ValueError, match="shape"):
+        networks.DenoiserCNN()(torch.rand(2, 3, 8, 8))
+
+
+def test_build_round_trip_and_blind_training_reduces_loss(tmp_path):
+    torch.manual_seed(0)
+    model = networks.DenoiserCNN(depth=3, width=8)
+    clone = networks.build(model.spec)
+    assert isinstance(clone, networks.DenoiserCNN) and clone.spec == model.spec
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(64, 1, 1, 1, generator=g).expand(64, 1, 12, 12).contiguous()   # flat patches: smoothing wins
+    hist = denoisers.train_blind_denoiser(model, data, (0.05, 0.3), n_steps=60, batch_size=16, lr=3e-3,
+                                          scratch=tmp_path / "s", desc="test")
+    assert hist["loss"][-1] < 0.6 * hist["loss"][0]
+    # resumable: a finished run restarts at its end without training again
+    again = denoisers.train_blind_denoiser(model, data, (0.05, 0.3), n_steps=60, batch_size=16, lr=3e-3,
+                                           scratch=tmp_path / "s")
+    assert again["resumed_from"] == 60
+
+
+def test_evaluate_denoiser_identity_gives_input_psnr():
+    ident = networks.DenoiserCNN(depth=2, width=1)
+    with torch.no_grad():
+        for p in ident.parameters():
+            p.zero_()
+    imgs = torch.full((3, 1, 32, 32), 0.5)
+    rows = denoisers.evaluate_denoiser(ident, imgs, [0.05], clamp=False)
+    assert rows[0]["psnr"] == pytest.approx(rows[0]["psnr_in"])
+    assert rows[0]["psnr_in"] == pytest.approx(26.02, abs=0.3)
+
+
+def test_biased_mlp_twin_breaks_homogeneity():
+    torch.manual_seed(0)
+    twin = networks.DenoiserMLP(2, hidden=16, depth=2, sigma_input=True, bias_free=False).double()
+    with torch.no_grad():
+        for m in twin.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.bias.normal_(0, 0.5)
+    y, s = torch.randn(10, 2, dtype=torch.float64), torch.rand(10, dtype=torch.float64)
+    assert not torch.allclose(twin(3 * y, 3 * s), 3 * twin(y, s))
+    assert networks.build(twin.spec).spec == twin.spec
+
+
+def test_dilated_bias_free_cnn_keeps_equivariance_and_widens_receptive_field():
+    torch.manual_seed(0)
+    net = _trained_stats(networks.DenoiserCNN(depth=5, width=8, dilations=[1, 2, 4]), (2, 1, 24, 24)).double()
+    assert net.receptive_field == 1 + 2 * (2 + 7)
+    y = torch.rand(2, 1, 24, 24, dtype=torch.float64)
+    assert max(denoisers.scale_equivariance_error(net, y, alphas=(0.3, 7.0)).values()) < 1e-12
+    assert networks.build(net.spec).dilations == [1, 2, 4]
+    with pytest.raises(ValueError, match="dilations"):
+        networks.DenoiserCNN(depth=4, dilations=[1])
