@@ -16,12 +16,11 @@ h_t, γ_t and the stopping time are chosen (a *schedule*):
 * :class:`FixedSchedule` — IREM: h_t = 1 (the step size λ lives in the source), γ_t = 0, stop after
   ``n_steps`` updates or, optionally, when the energy stabilises, |E_t − E_{t−1}| < tol.
 
-``iterate(source, y0, schedule)`` runs a batch of chains, each with its own t, stopping on its own. With a
-``DenoiserSource`` and an ``AdaptiveSchedule`` it takes exactly the steps (and random draws) of
-:func:`energy_utils.samplers.ks_sample` for every chain that converges (``ks_sample`` also stops a chain whose
-σ̂ rebounds far above its minimum, "stalled", and returns that chain's best estimate; the engine has no such
-guard yet); with an ``EnergySource`` and a ``FixedSchedule`` those of :func:`energy_utils.irem.descend`
-(notebook 05 checks both to the bit). Any source can be combined with any
+``iterate(source, y0, schedule)`` runs a batch of chains, each with its own t, stopping on its own.
+:func:`energy_utils.samplers.ks_sample` *is* the configuration (``DenoiserSource``, ``AdaptiveSchedule``);
+with an ``EnergySource`` and a ``FixedSchedule`` the engine takes exactly the test-time steps of
+:func:`energy_utils.irem.descend` (which keeps its own loop for training, where it back-propagates through the
+unrolled steps). Notebook 05 checks both to the bit. Any source can be combined with any
 schedule: that is how notebook 05 gives IREM energies the adaptive step control and noise injection of the
 denoiser sampler, and gives denoiser sampling IREM's energy-stabilisation stop.
 """
@@ -35,7 +34,22 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .samplers import noise_scale, step_size
+
+
+def step_size(t: torch.Tensor | int, h0: float, fixed_h: bool = False):
+    """h_t = h₀ t / (1 + h₀ (t − 1)) (t = 1, 2, …), rising from h₀ towards 1; h₀ when ``fixed_h``."""
+    if fixed_h:
+        return h0 * torch.ones_like(t, dtype=torch.float64) if torch.is_tensor(t) else h0
+    return h0 * t / (1 + h0 * (t - 1))
+
+
+def noise_scale(h, beta: float, sigma):
+    """γ_t = σ_t · sqrt((1 − β h_t)² − (1 − h_t)²): the injected noise that makes the effective noise level
+    after the step equal (1 − β h_t) σ_t for an ideal denoiser. β = 1 gives γ = 0."""
+    g2 = (1 - beta * h) ** 2 - (1 - h) ** 2
+    if torch.is_tensor(g2):
+        return sigma * g2.clamp_min(0).sqrt()
+    return sigma * math.sqrt(max(g2, 0.0))
 
 
 @dataclass
@@ -147,12 +161,15 @@ class FixedSchedule:
 @dataclass
 class IterationResult:
     y: torch.Tensor                 # each chain's last iterate
-    estimate: torch.Tensor          # the source's clean estimate at each chain's last evaluation
+    estimate: torch.Tensor          # the source's clean estimate (at the last evaluation, or the best-σ̂ one)
     n_evals: torch.Tensor           # evaluations of the source per chain (NFE)
-    status: list[str]               # "stopped" | "max_iter" | "diverged"
+    status: list[str]               # "stopped" | "max_iter" | "stalled" | "diverged"
+    sigma: torch.Tensor             # (B,) σ̂ at each chain's last evaluation
+    sigma_best: torch.Tensor        # (B,) smallest σ̂ each chain reached
     sigma_trace: torch.Tensor       # (T, B) σ̂_t = ‖d‖/√N per evaluation, NaN once stopped
     h_trace: torch.Tensor           # (T, B)
-    energy_trace: torch.Tensor      # (T, B) energies (empty for an implicit source)
+    energy_trace: torch.Tensor      # (T, B) energies (empty for a source without one)
+    iterations: int = 0             # batched evaluations of the source (calls on the active sub-batch)
     wall_time_s: float = 0.0
     info: dict = field(default_factory=dict)
 
@@ -162,16 +179,24 @@ class IterationResult:
 
 
 def iterate(source, y0: torch.Tensor, schedule, *, max_iter: int = 10_000, diverge_sigma: float | None = None,
-            generator: torch.Generator | None = None, callback: Callable[[dict], None] | None = None,
-            disable: bool | None = None, desc: str = "iterate") -> IterationResult:
+            rebound: float | None = None, keep_best: bool = False, generator: torch.Generator | None = None,
+            callback: Callable[[dict], None] | None = None, disable: bool | None = None,
+            desc: str = "iterate") -> IterationResult:
     """Run y_t = y_{t−1} + h_t d(y_{t−1}) + γ_t z_t for a batch of chains from ``y0`` (B, ...) until each one's
-    schedule stops it, it reaches ``max_iter`` evaluations, or it diverges (non-finite, or σ̂ > ``diverge_sigma``).
-    ``callback(info)`` sees ``{"iteration", "active", "t", "sigma", "energy", "y"}`` after every iteration."""
+    schedule stops it, it reaches ``max_iter`` evaluations, it diverges (non-finite, or σ̂ > ``diverge_sigma``),
+    or it stalls (σ̂ climbs above ``rebound`` × its smallest σ̂ so far: an imperfect denoiser cannot go below its
+    own error floor, and with h_t → 1 the iteration can drift away).
+
+    ``keep_best``: return each chain's estimate at its smallest σ̂ instead of at its last evaluation (the same
+    for a chain stopped by σ̂ < σ_L). ``callback(info)`` sees ``{"iteration", "active", "t", "sigma" (B,),
+    "h" (B,), "energy", "y"}`` after every iteration."""
     B, shape = y0.shape[0], y0.shape
     N = math.prod(shape[1:])
     device, dtype = y0.device, y0.dtype
     y = y0.detach().clone()
     est = torch.full_like(y, float("nan"))
+    sigma = torch.full((B,), float("nan"), dtype=torch.float64, device=device)
+    sigma_best = torch.full((B,), float("inf"), dtype=torch.float64, device=device)
     t = torch.zeros(B, dtype=torch.long, device=device)
     prev_e = torch.full((B,), float("nan"), dtype=torch.float64, device=device)
     active = torch.ones(B, dtype=torch.bool, device=device)
@@ -195,19 +220,27 @@ def iterate(source, y0: torch.Tensor, schedule, *, max_iter: int = 10_000, diver
         e = ev.energy.double() if ev.energy is not None else None
         dec = schedule(ta, s, e, prev_e[idx])
         t[idx] = ta
-        est[idx] = ev.estimate.detach().to(dtype)
-        for rows, vals in ((sig_rows, s), (h_rows, dec.h.double()), (e_rows, e)):
+        sigma[idx] = s
+        better = s < sigma_best[idx]
+        sigma_best[idx[better]] = s[better]
+        keep = better if keep_best else torch.ones_like(better)
+        est[idx[keep]] = ev.estimate.detach()[keep].to(dtype)
+        rows_now = {}
+        for key, rows, vals in (("sigma", sig_rows, s), ("h", h_rows, dec.h.double()), ("energy", e_rows, e)):
             if vals is None:
                 continue
             row = torch.full((B,), float("nan"), dtype=torch.float64, device=device)
             row[idx] = vals.detach()
             rows.append(row)
+            rows_now[key] = row
         if e is not None:
             prev_e[idx] = e
-        bad = ~torch.isfinite(s) | ((s > diverge_sigma) if diverge_sigma is not None else torch.zeros_like(s, dtype=torch.bool))
+        never = torch.zeros_like(s, dtype=torch.bool)
+        bad = ~torch.isfinite(s) | ((s > diverge_sigma) if diverge_sigma is not None else never)
         done = dec.stop & ~bad
-        capped = (ta >= max_iter) & ~bad & ~done
-        go = ~(bad | done | capped)
+        stalled = ((s > rebound * sigma_best[idx]) if rebound else never) & ~bad & ~done
+        capped = (ta >= max_iter) & ~bad & ~done & ~stalled
+        go = ~(bad | done | stalled | capped)
         if go.any():
             gi = go.nonzero().flatten()
             hg = dec.h[gi].to(dtype).view(-1, *([1] * (len(shape) - 1)))
@@ -215,16 +248,19 @@ def iterate(source, y0: torch.Tensor, schedule, *, max_iter: int = 10_000, diver
             if schedule.stochastic:
                 step = step + dec.gamma[gi].to(dtype).view_as(hg) * randn(len(gi))
             y[idx[gi]] = step
-        for mask, flag in ((bad, "diverged"), (done, "stopped"), (capped, "max_iter")):
+        for mask, flag in ((bad, "diverged"), (done, "stopped"), (stalled, "stalled"), (capped, "max_iter")):
             for k in idx[mask].tolist():
                 status[k] = flag
             active[idx[mask]] = False
         if callback is not None:
-            callback({"iteration": it, "active": active.clone(), "t": t.clone(), "sigma": s, "energy": e, "y": y})
+            callback({"iteration": it, "active": active.clone(), "t": t.clone(), "sigma": sigma.clone(),
+                      "h": rows_now["h"], "energy": rows_now.get("energy"), "y": y})
         bar.update(1)
+        bar.set_postfix(active=int(active.sum()), sigma=f"{s.mean().item():.3g}", refresh=False)
     bar.close()
     stack = lambda rows: torch.stack(rows) if rows else torch.zeros(0, B, dtype=torch.float64)
-    return IterationResult(y=y, estimate=est, n_evals=t, status=status, sigma_trace=stack(sig_rows),
-                           h_trace=stack(h_rows), energy_trace=stack(e_rows), wall_time_s=time.perf_counter() - t0,
-                           info={"N": N, "max_iter": max_iter, "schedule": type(schedule).__name__,
-                                 "source": type(source).__name__})
+    return IterationResult(y=y, estimate=est, n_evals=t, status=status, sigma=sigma, sigma_best=sigma_best,
+                           sigma_trace=stack(sig_rows), h_trace=stack(h_rows), energy_trace=stack(e_rows),
+                           iterations=it, wall_time_s=time.perf_counter() - t0,
+                           info={"N": N, "max_iter": max_iter, "diverge_sigma": diverge_sigma, "rebound": rebound,
+                                 "schedule": type(schedule).__name__, "source": type(source).__name__})

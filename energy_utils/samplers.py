@@ -1,7 +1,8 @@
 """Coarse-to-fine stochastic gradient ascent with the prior implicit in a blind denoiser (Kadkhodaie & Simoncelli 2021).
 
 One batched function, :func:`ks_sample`, covers synthesis (Algorithm 1) and linear inverse problems
-(Algorithm 2). With f(y) = D(y) − y the denoiser residual (= σ² ∇ log p_σ(y), Miyasawa) and an operator M with
+(Algorithm 2). It is the configuration (``DenoiserSource``, ``AdaptiveSchedule``) of the unified iteration
+:func:`energy_utils.engine.iterate`, plus the initial draw and KS2021's defaults. With f(y) = D(y) − y the denoiser residual (= σ² ∇ log p_σ(y), Miyasawa) and an operator M with
 orthonormal columns (``operator=None``: synthesis, M = 0), each chain b iterates, with its own t, h_t, σ_t:
 
     h_t  = h₀ t / (1 + h₀ (t − 1))                        (ramped step; ``fixed_h=True``: h_t = h₀)
@@ -30,23 +31,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .engine import AdaptiveSchedule, DenoiserSource, iterate, noise_scale, step_size
 from .operators import LinearOperator, NoMeasurement
-
-
-def step_size(t: torch.Tensor | int, h0: float, fixed_h: bool = False):
-    """h_t = h₀ t / (1 + h₀ (t − 1)) (t = 1, 2, …), rising from h₀ towards 1; h₀ when ``fixed_h``."""
-    if fixed_h:
-        return h0 * torch.ones_like(t, dtype=torch.float64) if torch.is_tensor(t) else h0
-    return h0 * t / (1 + h0 * (t - 1))
-
-
-def noise_scale(h, beta: float, sigma):
-    """γ_t = σ_t · sqrt((1 − β h_t)² − (1 − h_t)²): the injected noise that makes the effective noise level
-    after the step equal (1 − β h_t) σ_t for an ideal denoiser. β = 1 gives γ = 0."""
-    g2 = (1 - beta * h) ** 2 - (1 - h) ** 2
-    if torch.is_tensor(g2):
-        return sigma * g2.clamp_min(0).sqrt()
-    return sigma * math.sqrt(max(g2, 0.0))
 
 
 def idealized_iterations(beta: float, sigma0: float = 1.0, sigma_L: float = 0.01, h0: float = 0.01,
@@ -112,8 +98,6 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
     ``callback(info)`` is called after every iteration with
     ``{"iteration", "active" (B,) bool, "t", "sigma", "h" (B,), "y" (B, ...)}``.
     """
-    import time
-
     _check(sigma0, sigma_L, h0, beta)
     if operator is not None and measurement is None:
         raise ValueError("an operator needs its measurement x_c = operator.M_T(x) (shape (B, m))")
@@ -138,81 +122,26 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
     N = math.prod(shape[1:])
     dtype = measurement.dtype if measurement.is_floating_point() else torch.float32
 
-    def randn(n):
-        gdev = generator.device if generator is not None else device
-        return torch.randn((n, *shape[1:]), generator=generator, device=gdev, dtype=dtype).to(device)
-
-    # y0 ~ N(0.5 (I - MM^T) e + M x_c, sigma0^2 I)
+    # y0 ~ N(0.5 (I - MM^T) e + M x_c, sigma0^2 I), drawn from ``generator`` before the iteration's own draws
+    gdev = generator.device if generator is not None else device
     if operator is None:                                   # vector data, synthesis
         mean = torch.full(shape, init_value, dtype=dtype, device=device)
     else:
         mean = operator.init_mean(measurement.to(dtype), init_value)
-    y = mean + sigma0 * randn(B)
-    x_out = torch.full_like(y, float("nan"))                      # x̂ at each chain's smallest σ so far
-    sigma_best = torch.full((B,), float("inf"), dtype=torch.float64, device=device)
-    t = torch.zeros(B, dtype=torch.long, device=device)          # evaluations done per chain
-    sigma = torch.full((B,), float(sigma0), dtype=torch.float64, device=device)
-    status = ["running"] * B
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    sig_trace, h_trace = [], []
-    calls, t0 = 0, time.perf_counter()
-    bar = tqdm(total=max_iter, desc=desc, disable=disable, leave=False)
-    it = 0
+    y0 = mean + sigma0 * torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+    source = DenoiserSource(denoiser, operator if operator is not None and operator.m > 0 else None,
+                            measurement if operator is not None and operator.m > 0 else None)
     with torch.no_grad():
-        while active.any():
-            it += 1
-            idx = active.nonzero().flatten()
-            ya = y[idx]
-            ta = t[idx] + 1
-            h = step_size(ta.double(), h0, fixed_h)
-            xa = denoiser(ya)
-            calls += 1
-            f = xa - ya
-            if operator is None or operator.m == 0:
-                d = f
-            else:
-                xc = measurement[idx].to(dtype)
-                d = f - operator.project(f) + operator.M(xc) - operator.project(ya)
-            s = d.flatten(1).double().norm(dim=1) / math.sqrt(N)
-            t[idx] = ta
-            sigma[idx] = s
-            better = s < sigma_best[idx]
-            if better.any():
-                x_out[idx[better]] = xa[better]
-                sigma_best[idx[better]] = s[better]
-            row_s = torch.full((B,), float("nan"), dtype=torch.float64, device=device)
-            row_h = row_s.clone()
-            row_s[idx], row_h[idx] = s, h
-            sig_trace.append(row_s)
-            h_trace.append(row_h)
-
-            bad = ~torch.isfinite(s) | (s > diverge_sigma)
-            done = (s < sigma_L) & ~bad
-            stalled = (s > rebound * sigma_best[idx]) & ~bad & ~done if rebound else torch.zeros_like(done)
-            capped = (ta >= max_iter) & ~bad & ~done & ~stalled
-            go = ~(bad | done | capped | stalled)
-            if go.any():
-                gi = go.nonzero().flatten()
-                hg = h[gi].to(dtype).view(-1, *([1] * (len(shape) - 1)))
-                gam = noise_scale(h[gi], beta, s[gi]).to(dtype).view_as(hg)
-                y[idx[gi]] = ya[gi] + hg * d[gi] + gam * randn(len(gi))
-            for j, flag in ((bad, "diverged"), (done, "converged"), (stalled, "stalled"), (capped, "max_iter")):
-                for k in idx[j].tolist():
-                    status[k] = flag
-                active[idx[j]] = False
-            if callback is not None:
-                callback({"iteration": it, "active": active.clone(), "t": t.clone(), "sigma": sigma.clone(),
-                          "h": row_h, "y": y})
-            bar.update(1)
-            bar.set_postfix(active=int(active.sum()), sigma=f"{s.mean().item():.3g}", refresh=False)
-    bar.close()
-    return SampleResult(x=x_out, y=y, nfe=t.clone(), n_updates=(t - 1).clamp_min(0), sigma=sigma.float(),
-                        status=status, sigma_trace=torch.stack(sig_trace) if sig_trace else torch.zeros(0, B),
-                        h_trace=torch.stack(h_trace) if h_trace else torch.zeros(0, B), batched_calls=calls,
-                        wall_time_s=time.perf_counter() - t0,
+        r = iterate(source, y0, AdaptiveSchedule(h0, beta, sigma_L, fixed_h), max_iter=max_iter,
+                    diverge_sigma=diverge_sigma, rebound=rebound, keep_best=True, generator=generator,
+                    callback=callback, disable=disable, desc=desc)
+    return SampleResult(x=r.estimate, y=r.y, nfe=r.n_evals.clone(), n_updates=r.n_updates, sigma=r.sigma.float(),
+                        status=["converged" if st == "stopped" else st for st in r.status],
+                        sigma_trace=r.sigma_trace, h_trace=r.h_trace, batched_calls=r.iterations,
+                        wall_time_s=r.wall_time_s,
                         info={"beta": beta, "h0": h0, "sigma0": sigma0, "sigma_L": sigma_L, "fixed_h": fixed_h,
                               "max_iter": max_iter, "diverge_sigma": diverge_sigma, "rebound": rebound, "N": N,
-                              "sigma_best": sigma_best.float()})
+                              "sigma_best": r.sigma_best.float()})
 
 
 def _device_of(denoiser) -> torch.device:

@@ -85,9 +85,11 @@ print(device, {k: v[1]["checkpoint"] for k, v in energies.items()})
 # %% [markdown]
 # ## 1. The two native algorithms are two configurations of the engine
 #
-# Each comparison starts both implementations from the same state (the same initial draw, the same random
-# generator) and asks for *identical* tensors: not close, equal. That is only possible if the engine takes the
-# same steps in the same order and consumes the same random numbers.
+# `samplers.ks_sample` is implemented as the engine's (denoiser source, adaptive schedule) configuration plus
+# KS2021's initial draw, so its check below guards that bookkeeping; `irem.descend` keeps its own loop (it
+# back-propagates through the unrolled steps during training), so its check is a real comparison of two
+# implementations. Each comparison starts both from the same state (the same initial draw, the same random
+# generator) and asks for *identical* tensors: not close, equal.
 
 # %%
 def ks_start(shape, seed, operator=None, measurement=None):
