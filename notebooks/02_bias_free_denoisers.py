@@ -89,17 +89,9 @@ print(PROFILE, device, cfg)
 # BSD400 patches for training (only when retraining), the first Set68 images (centre-cropped) for testing.
 
 # %%
-def center_crop(img: np.ndarray, size: int) -> torch.Tensor:
-    H, W = img.shape[:2]
-    if min(H, W) < size:
-        raise ValueError(f"image {H}×{W} is smaller than the crop {size}")
-    t, l = (H - size) // 2, (W - size) // 2
-    return torch.from_numpy(np.ascontiguousarray(img[t:t + size, l:l + size]))[None]
-
-
 test_set = data.load_image_set("Set68", limit=cfg["n_test"])
 report.record_data("test images", test_set.source + f"; centre crops {cfg['crop']}×{cfg['crop']}")
-test = torch.stack([center_crop(im, cfg["crop"]) for im in test_set.images]).to(device)
+test = torch.stack([data.center_crop(im, cfg["crop"]) for im in test_set.images]).to(device)
 print(test.shape, test_set.names)
 
 patches = None

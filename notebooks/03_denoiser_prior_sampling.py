@@ -112,17 +112,11 @@ report.record_data("MNIST training digits", mnist_train.source)
 report.record_data("MNIST test digits", mnist_test.source)
 
 
-def center_crop(img: np.ndarray, size: int) -> torch.Tensor:
-    H, W = img.shape[:2]
-    t, l = (H - size) // 2, (W - size) // 2
-    return torch.from_numpy(np.ascontiguousarray(img[t:t + size, l:l + size]))[None]
-
-
 nat, nat_names = [], []
 for set_name, k in cfg["nat_sets"]:
     s = data.load_image_set(set_name, gray=True, limit=k)
     report.record_data(f"natural test images ({set_name})", s.source + f"; grey centre crops {cfg['nat_crop']}²")
-    nat += [center_crop(im, cfg["nat_crop"]) for im in s.images]
+    nat += [data.center_crop(im, cfg["nat_crop"]) for im in s.images]
     nat_names += [f"{set_name}/{n}" for n in s.names]
 nat = torch.stack(nat).to(device)
 print("natural test crops", tuple(nat.shape), nat_names)
