@@ -169,8 +169,6 @@ def catalog_from_results(root: Path) -> dict:
     for result in sorted((root / "results").glob("*.json")):
         data = json.loads(result.read_text())
         for fig in data.get("figures", []):
-            if isinstance(fig, str):   # results written before captions were stored
-                fig = {"name": fig, "caption": "(caption not recorded; re-run the notebook)"}
             catalog[fig["name"]] = {"png": f"{fig['name']}.png", "pdf": f"{fig['name']}.pdf", "caption": fig["caption"],
                                     "notebook": f"notebooks/{data['notebook']}.ipynb", "profile": data["profile"]}
     return dict(sorted(catalog.items()))
