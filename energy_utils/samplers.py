@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from .engine import AdaptiveSchedule, DenoiserSource, iterate, noise_scale, step_size
+from .engine import AdaptiveSchedule, DenoiserSource, iterate, step_size
 from .operators import LinearOperator, NoMeasurement
 
 

@@ -1,5 +1,4 @@
 """The Gaussian-mixture ground truth: exact identities against independent computations."""
-import math
 
 import numpy as np
 import pytest

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from energy_utils import operators as O
+from energy_utils import engine
 from energy_utils import samplers as S
 
 D, MU, C = 256, 0.3, 0.2          # prior x ~ N(MU·1, C² I) in D dimensions
@@ -19,11 +20,11 @@ def blind_gaussian_denoiser(y):
 
 
 def test_schedule_and_idealised_counts():
-    assert S.step_size(1, 0.01) == pytest.approx(0.01)
-    assert S.step_size(100, 0.01) == pytest.approx(100 / 199)
-    assert S.noise_scale(0.3, 1.0, 2.0) == 0.0                             # beta = 1: no injected noise
+    assert engine.step_size(1, 0.01) == pytest.approx(0.01)
+    assert engine.step_size(100, 0.01) == pytest.approx(100 / 199)
+    assert engine.noise_scale(0.3, 1.0, 2.0) == 0.0                             # beta = 1: no injected noise
     h, b, s = 0.2, 0.5, 0.7                                                # bracket multiplies the difference
-    assert S.noise_scale(h, b, s) == pytest.approx(s * math.sqrt((1 - b * h) ** 2 - (1 - h) ** 2))
+    assert engine.noise_scale(h, b, s) == pytest.approx(s * math.sqrt((1 - b * h) ** 2 - (1 - h) ** 2))
     assert [S.idealized_iterations(b) for b in (0.5, 0.1, 0.01)] == [47, 127, 661]
     assert S.idealized_iterations(0.1, fixed_h=True) == 4603
     with pytest.raises(ValueError, match="beta"):
