@@ -15,6 +15,17 @@ i.e. the denoiser residual plus the explicit gradients scaled by the noise varia
 same σ² that turns a score into a residual), so h_t ∈ (0, 1] keeps KS2021's meaning. :class:`HybridSource`
 plugs this direction into :func:`energy_utils.engine.iterate`; ``seed_signs=True`` reproduces the seed's form
 so that notebooks can show it climbs the energy.
+
+Two weightings of the explicit terms are offered (``explicit_scale``):
+
+* ``"sigma2"``: d = βf − σ̂²(α∇E_task + γ∇E_c) = −σ̂²∇E, the noise-variance-preconditioned descent above;
+* ``"unit"``: d = βf − (α∇E_task + γ∇E_c) = −σ̂²∇E_σ with E_σ = β E_implicit + (α E_task + γ E_c)/σ̂², i.e. the
+  explicit terms are annealed by 1/σ̂² like a Gaussian likelihood whose variance is the current noise level.
+  With β = 0 this is plain gradient descent on the explicit energy: IREM's update, so the same source runs an
+  IREM energy trained from scratch. Notebook 06 trains its task energies in this form.
+
+``balance="gradnorm"`` replaces α, β by the seed's (§7.1) per-problem weights β' = ‖βf‖/(‖βf‖ + ‖α g‖),
+α' = ‖α g‖/(‖βf‖ + ‖α g‖) (g the explicit gradient as scaled above).
 """
 from __future__ import annotations
 
@@ -30,24 +41,33 @@ class HybridSource:
     """Engine source for E = α E_task + β E_implicit + γ E_constraints (see module doc).
 
     ``task_energy(x, y)`` and ``constraint_energy(x, y)`` return one scalar per problem (B,); ``denoiser(y)``
-    returns x̂(y). The reported energy is the explicit part α E_task + γ E_constraints (the implicit part has
-    no value, only a gradient). σ̂² is the denoiser's own estimate ‖f‖²/N (floored at ``noise_floor`` so the
-    explicit terms keep acting once the denoiser sees no noise), or ``sigma2`` when the noise level is known;
-    with the exact σ², d = −σ²∇E exactly, so a small enough step always lowers E.
+    returns x̂(y) (``None`` for a source without prior, β = 0). The reported energy is the explicit part
+    α E_task + γ E_constraints (the implicit part has no value, only a gradient). σ̂² is the denoiser's own
+    estimate ‖f‖²/N (floored at ``noise_floor``), or ``sigma2`` when the noise level is known; with the exact σ²
+    and ``explicit_scale="sigma2"``, d = −σ²∇E exactly, so a small enough step always lowers E.
+    ``x`` holds the task inputs of the problems the engine iterates (indexed by the engine's ``idx``).
     """
 
-    def __init__(self, denoiser: Callable, task_energy: Callable | None, x, alpha: float = 1.0, beta: float = 1.0,
-                 gamma: float = 0.0, constraint_energy: Callable | None = None, noise_floor: float = 1e-4,
-                 sigma2: float | None = None, seed_signs: bool = False):
+    def __init__(self, denoiser: Callable | None, task_energy: Callable | None, x, alpha: float = 1.0,
+                 beta: float = 1.0, gamma: float = 0.0, constraint_energy: Callable | None = None,
+                 noise_floor: float = 1e-4, sigma2: float | None = None, seed_signs: bool = False,
+                 explicit_scale: str = "sigma2", balance: str | None = None):
         if alpha < 0 or beta < 0 or gamma < 0:
             raise ValueError(f"weights must be non-negative, got alpha={alpha}, beta={beta}, gamma={gamma}")
         if task_energy is None and alpha > 0:
             raise ValueError("alpha > 0 needs a task_energy")
         if constraint_energy is None and gamma > 0:
             raise ValueError("gamma > 0 needs a constraint_energy")
+        if denoiser is None and (beta > 0 or explicit_scale == "sigma2" and sigma2 is None):
+            raise ValueError("without a denoiser use beta=0 and explicit_scale='unit' (or give sigma2)")
+        if explicit_scale not in ("sigma2", "unit"):
+            raise ValueError(f"explicit_scale must be 'sigma2' or 'unit', got {explicit_scale!r}")
+        if balance not in (None, "gradnorm"):
+            raise ValueError(f"balance must be None or 'gradnorm', got {balance!r}")
         self.denoiser, self.task_energy, self.constraint_energy = denoiser, task_energy, constraint_energy
         self.x, self.alpha, self.beta, self.gamma = x, alpha, beta, gamma
         self.noise_floor, self.sigma2, self.seed_signs = noise_floor, sigma2, seed_signs
+        self.explicit_scale, self.balance = explicit_scale, balance
 
     def explicit(self, x, y, create_graph: bool = False):
         """(α E_task + γ E_constraints, its gradient in y); zeros when both weights vanish."""
@@ -63,22 +83,33 @@ class HybridSource:
             (g,) = torch.autograd.grad(e.sum(), yg, create_graph=create_graph)
         return e, g
 
-    def direction(self, x, y, create_graph: bool = False):
+    def direction(self, x, y, create_graph: bool = False, through_prior: bool | None = None):
         """(d, x̂, explicit energy) for iterates y; differentiable w.r.t. the task energy's parameters when
-        ``create_graph`` (training through unrolled iterations)."""
-        with torch.set_grad_enabled(create_graph):
-            x_hat = self.denoiser(y)
-        f = x_hat - y
+        ``create_graph`` (training through unrolled iterations). ``through_prior=False`` evaluates the frozen
+        denoiser without recording its graph (the unroll's gradient then ignores the denoiser's Jacobian:
+        a cheaper, truncated gradient); by default it follows ``create_graph``."""
+        view = (-1,) + (1,) * (y.dim() - 1)
+        if self.denoiser is None:
+            x_hat, f = y, torch.zeros_like(y)
+        else:
+            with torch.set_grad_enabled(create_graph if through_prior is None else through_prior and create_graph):
+                x_hat = self.denoiser(y)
+            f = x_hat - y
         N = math.prod(y.shape[1:])
         if self.sigma2 is not None:   # a known noise level (e.g. a non-blind exact denoiser)
-            s2 = torch.full((y.shape[0],) + (1,) * (y.dim() - 1), float(self.sigma2), dtype=y.dtype, device=y.device)
+            s2 = torch.full((y.shape[0],) + view[1:], float(self.sigma2), dtype=y.dtype, device=y.device)
         else:
-            s2 = (f.detach().flatten(1).pow(2).sum(1) / N).clamp_min(self.noise_floor).view(-1, *[1] * (y.dim() - 1))
+            s2 = (f.detach().flatten(1).pow(2).sum(1) / N).clamp_min(self.noise_floor).view(view)
         e, g = self.explicit(x, y, create_graph)
-        if self.seed_signs:
-            d = s2 * g - self.beta * f          # the seed's α∇E_task − βf + γ∇E_c, scaled like ours
-        else:
-            d = self.beta * f - s2 * g
+        if self.explicit_scale == "sigma2":
+            g = s2 * g
+        prior = self.beta * f
+        if self.balance == "gradnorm":
+            a = g.flatten(1).norm(dim=1).detach().view(view)
+            b = prior.flatten(1).norm(dim=1).detach().view(view)
+            total = a + b + 1e-8
+            prior, g = prior * (b / total), g * (a / total)
+        d = g - prior if self.seed_signs else prior - g   # the seed's α∇E_task − βf + γ∇E_c, scaled like ours
         return d, x_hat, e
 
     def __call__(self, y: torch.Tensor, idx: torch.Tensor) -> Evaluation:

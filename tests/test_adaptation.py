@@ -1,0 +1,114 @@
+"""Task-adaptation pieces of notebook 06: tasks, energies, modulations, the hybrid source's options, training."""
+import pytest
+import torch
+
+from energy_utils import adaptation as ad
+from energy_utils import adaptation_tasks as at
+from energy_utils.hybrid import HybridSource
+from energy_utils.networks import DenoiserCNN
+
+
+def digits(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_image_tasks_render_twelve_channels():
+    images, labels = digits()
+    for name in at.IMAGE_TASKS:
+        x = at.degrade(name, images, labels, torch.Generator().manual_seed(0))
+        assert x.shape == (6, at.X_CHANNELS, 28, 28)
+    x = at.degrade("completion", images, labels, torch.Generator().manual_seed(0), rows=10)
+    assert torch.equal(x[:, 0, :10], images[:, 0, :10]) and (x[:, 0, 10:] == 0).all()
+    assert torch.equal(x[:, 2:].flatten(2).amax(2).argmax(1), labels)
+    assert at.completion_constraint(x, images).abs().max() == 0
+
+
+def test_tasks_reject_bad_input():
+    images, labels = digits()
+    with pytest.raises(ValueError, match="unknown image task"):
+        at.degrade("denoise", images, labels, torch.Generator())
+    with pytest.raises(ValueError, match="give the labels"):
+        at.degrade("completion", images, None, torch.Generator())
+    with pytest.raises(ValueError, match="28, 28"):
+        at.degrade("deblur", torch.zeros(2, 28, 28), None, torch.Generator())
+    with pytest.raises(ValueError, match="only 6 available"):
+        at.make_image_task("deblur", images, labels, 0, "").subset(7)
+
+
+def test_untrained_energy_is_the_observation_fit():
+    images, labels = digits()
+    x = at.degrade("deblur", images, labels, torch.Generator().manual_seed(0))
+    E = ad.ConvTaskEnergy(at.X_CHANNELS)
+    assert torch.allclose(E(x, images), 0.5 * ((images - x[:, :1]) ** 2).flatten(1).sum(1), rtol=1e-4)
+    sig = at.make_signal_task(5, 0)
+    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH)
+    assert torch.allclose(V(sig.x, sig.y), 0.5 * ((sig.y - sig.x) ** 2).sum(1), rtol=1e-4)
+    assert isinstance(ad.build_module(E.spec), ad.ConvTaskEnergy)
+
+
+def test_equivariant_modulation_keeps_scale_equivariance_and_additive_breaks_it():
+    torch.manual_seed(0)
+    den = DenoiserCNN(1, depth=3, width=8).eval()
+    images, labels = digits()
+    x = at.degrade("superres", images, labels, torch.Generator().manual_seed(0))
+    y = at.initial_iterate(x, 0.3, torch.Generator().manual_seed(1))
+    eq = ad.scale_equivariance_error(ad.ModulatedSource(den, ad.EquivariantModulation(at.X_CHANNELS)), x, y)
+    add = ad.scale_equivariance_error(ad.ModulatedSource(den, ad.AdditiveModulation(at.X_CHANNELS)), x, y)
+    assert max(eq.values()) < 1e-5
+    assert min(add.values()) > 1e-3
+
+
+def test_unit_scale_without_prior_is_irem_gradient_descent():
+    sig = at.make_signal_task(4, 0)
+    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH)
+    src = HybridSource(None, V, sig.x, alpha=1.0, beta=0.0, explicit_scale="unit")
+    y = sig.y.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(V(sig.x, y).sum(), y)
+    assert torch.allclose(src.direction(sig.x, sig.y)[0], -grad)
+    with pytest.raises(ValueError, match="without a denoiser"):
+        HybridSource(None, V, sig.x, beta=1.0, explicit_scale="unit")
+    with pytest.raises(ValueError, match="explicit_scale"):
+        HybridSource(lambda y: y, V, sig.x, explicit_scale="sigma")
+
+
+def test_gradnorm_balancing_weights_sum_to_one():
+    sig = at.make_signal_task(4, 0)
+    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH)
+    den = lambda y: 0.5 * y
+    src = HybridSource(den, V, sig.x, explicit_scale="unit", balance="gradnorm")
+    y = sig.y + 0.3
+    d = src.direction(sig.x, y)[0]
+    f, g = den(y) - y, -src.direction(sig.x, y)[0] + 0 * y
+    plain = HybridSource(den, V, sig.x, explicit_scale="unit")
+    _, gE = plain.explicit(sig.x, y)
+    a, b = gE.norm(dim=1, keepdim=True), f.norm(dim=1, keepdim=True)
+    assert torch.allclose(d, f * b / (a + b + 1e-8) - gE * a / (a + b + 1e-8), atol=1e-6)
+
+
+def test_training_through_the_unroll_lowers_the_validation_error():
+    sig = at.make_signal_task(256, 0)
+    val = at.make_signal_task(32, 1)
+    torch.manual_seed(0)
+    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH, hidden=64)
+    src = HybridSource(None, V, None, beta=0.0, explicit_scale="unit")
+    hist = ad.train_solver(V, src, sig, val, n_steps=40, batch=32, lr=3e-3, unroll_steps=4, h=0.5, sigma0=0.2,
+                           seed=0, val_every=39)
+    assert hist["curve"][-1][1] < 0.9 * hist["curve"][0][1]
+    assert ad.steps_to_target(hist["curve"], hist["curve"][-1][1]) [0] == 39
+    assert ad.steps_to_target(hist["curve"], -1.0) == (None, None)
+
+
+def test_fine_tuning_with_frozen_norm_keeps_batch_norm_statistics():
+    torch.manual_seed(0)
+    den = DenoiserCNN(1, depth=3, width=4)
+    images, labels = digits(8)
+    task = at.make_image_task("deblur", images, labels, 0, "")
+    before = [b.clone() for n, b in den.named_buffers() if "running_sd" in n]
+    weights = [w.detach().clone() for w in den.parameters()]
+    hist = ad.train_solver(den, ad.ModulatedSource(den, None), task, task.subset(4), n_steps=3, batch=4, lr=1e-3,
+                           unroll_steps=2, h=0.5, sigma0=0.2, seed=0, freeze_norm=True)
+    after = [b for n, b in den.named_buffers() if "running_sd" in n]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert any(not torch.equal(w0, w1) for w0, w1 in zip(weights, den.parameters()))
+    assert len(hist["curve"]) == 2
