@@ -48,13 +48,16 @@
 # D(y) + M(x) is not bias-free in y: it breaks the scale equivariance that Miyasawa's reading of the residual
 # relies on (measured in section 4).
 #
-# **Scale.** CPU budget: 200 training steps of batch 24 per model (K = 6 unrolled steps, h = 0.5), energies and
-# adapters of ~15–25k parameters; the seed gives no numbers to compare with, so every comparison is internal
-# (hybrid vs scratch with identical budgets). Each model is trained once (one seed): differences of a few
-# percent between two trainings are within the seed-to-seed spread we did not measure. Profiles: `smoke` evaluates the committed full-profile weights on
-# 64 test problems and trains one small model of each kind for a few steps; `full` evaluates on 500 test
-# problems (256 in section 8), and with `RETRAIN=True` trains every model (31 min of training wall time on 2 CPU threads, plus validation) and writes the
-# committed weights.
+# **Scale.** CPU budget: 200 training steps of batch 24 per image model, 600 of batch 64 per signal model
+# (K = 6 unrolled steps, h = 0.5); image task energies have 15k parameters, modulations 13k (additive) and 23k
+# (equivariant), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
+# internal (hybrid vs scratch with identical budgets). Each model is trained once (one seed): differences of a
+# few percent between two trainings are within a seed-to-seed spread we did not measure.
+#
+# **Profiles.** `smoke` evaluates the committed full-profile weights on 64 test problems and trains one small
+# model of each kind for a few steps; `full` evaluates on 500 test problems (256 in section 8), and with
+# `RETRAIN=True` trains every model (31 min of training wall time on 2 CPU threads, plus validation) and
+# writes the committed weights.
 
 # %% tags=["parameters"]
 import os
