@@ -30,6 +30,7 @@ from torch import nn
 
 from .adaptation_tasks import initial_iterate
 from .engine import Evaluation
+from .tasks import mse
 from .training import fit
 
 
@@ -173,10 +174,6 @@ def unroll(source, x, y0, n_steps: int, h: float, create_graph: bool = False, th
     return y
 
 
-def per_example_mse(a, b):
-    return (a - b).pow(2).flatten(1).mean(1)
-
-
 @torch.no_grad()
 def evaluate(source, x, y_true, n_steps: int, h: float, sigma0: float, seed: int, batch: int = 256):
     """Per-example MSE of the deterministic K-step unroll from y0 = observation + σ₀z (seeded)."""
@@ -186,7 +183,7 @@ def evaluate(source, x, y_true, n_steps: int, h: float, sigma0: float, seed: int
         xb, yb = x[i:i + batch], y_true[i:i + batch]
         y0 = initial_iterate(xb, sigma0, g)
         yk = unroll(source, xb, y0, n_steps, h)
-        out.append(per_example_mse(yk, yb))
+        out.append(mse(yk, yb))
     return torch.cat(out)
 
 
@@ -241,7 +238,7 @@ def train_solver(params_owner: nn.Module, source, train, val, *, n_steps: int, b
             clock["val_s"] += time.perf_counter() - tv
             extra["train_wall_s"] = time.perf_counter() - clock["t0"] - clock["val_s"]
         yk = unroll(source, x, y0, unroll_steps, h, create_graph=True, through_prior=through_prior)
-        return per_example_mse(yk, y).mean(), extra
+        return mse(yk, y).mean(), extra
 
     hist = fit(params_owner, opt, loss_fn, sample_batch, n_steps, scratch=scratch, scheduler=sched,
                clip_grad=clip_grad, desc=desc, log_every=1, checkpoint_every=max(n_steps // 4, 1))
@@ -260,14 +257,3 @@ def steps_to_target(curve, target: float):
         if err <= target:
             return step, wall
     return None, None
-
-
-def scale_equivariance_error(source: ModulatedSource, x, y, scales=(0.5, 2.0)) -> dict:
-    """max over ``scales`` a of ‖D_a(a y, x) − a D_a(y, x)‖ / ‖a D_a(y, x)‖ (mean over examples), x held fixed."""
-    out = {}
-    with torch.no_grad():
-        base = source.adapted(y, x)
-        for a in scales:
-            diff = (source.adapted(a * y, x) - a * base).flatten(1).norm(dim=1) / (a * base).flatten(1).norm(dim=1)
-            out[a] = diff.mean().item()
-    return out

@@ -145,9 +145,12 @@ def symmetry_error(J: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def scale_equivariance_error(model: nn.Module, y: torch.Tensor, alphas=(0.25, 0.5, 2.0, 4.0)) -> dict:
-    """max over the batch of ‖D(αy) − αD(y)‖ / ‖αD(y)‖ for each α (eval mode). Bias-free nets: float rounding."""
-    model.eval()
+@torch.no_grad()
+def scale_equivariance_error(model: nn.Module | Callable, y: torch.Tensor, alphas=(0.25, 0.5, 2.0, 4.0)) -> dict:
+    """max over the batch of ‖D(αy) − αD(y)‖ / ‖αD(y)‖ for each α (a module is put in eval mode; any callable
+    y -> x̂ works, e.g. a denoiser conditioned on a fixed task input). Bias-free nets: float rounding."""
+    if isinstance(model, nn.Module):
+        model.eval()
     base = model(y)
     out = {}
     for a in alphas:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from energy_utils import adaptation as ad
+from energy_utils import denoisers
 from energy_utils import adaptation_tasks as at
 from energy_utils.hybrid import HybridSource
 from energy_utils.networks import DenoiserCNN
@@ -53,8 +54,10 @@ def test_equivariant_modulation_keeps_scale_equivariance_and_additive_breaks_it(
     images, labels = digits()
     x = at.degrade("superres", images, labels, torch.Generator().manual_seed(0))
     y = at.initial_iterate(x, 0.3, torch.Generator().manual_seed(1))
-    eq = ad.scale_equivariance_error(ad.ModulatedSource(den, ad.EquivariantModulation(at.X_CHANNELS)), x, y)
-    add = ad.scale_equivariance_error(ad.ModulatedSource(den, ad.AdditiveModulation(at.X_CHANNELS)), x, y)
+    eq_src = ad.ModulatedSource(den, ad.EquivariantModulation(at.X_CHANNELS))
+    add_src = ad.ModulatedSource(den, ad.AdditiveModulation(at.X_CHANNELS))
+    eq = denoisers.scale_equivariance_error(lambda v: eq_src.adapted(v, x), y, alphas=(0.5, 2.0))
+    add = denoisers.scale_equivariance_error(lambda v: add_src.adapted(v, x), y, alphas=(0.5, 2.0))
     assert max(eq.values()) < 1e-5
     assert min(add.values()) > 1e-3
 
