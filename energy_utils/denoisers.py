@@ -20,7 +20,7 @@ from torch import nn
 
 from . import checkpoints, networks
 from .metrics import psnr, ssim
-from .training import fit
+from .training import PlateauLR, fit
 
 
 def add_noise(x: torch.Tensor, sigma, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -48,7 +48,9 @@ def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_
                          n_steps: int, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
                          scratch: Path | None = None, augment: bool = True, final_lr_fraction: float = 0.05,
                          clip_grad: float | None = 1.0, desc: str = "denoiser", checkpoint_every: int = 250,
-                         inverse_variance_weighting: bool = False, sigma_power: float = 1.0) -> dict:
+                         inverse_variance_weighting: bool = False, sigma_power: float = 1.0,
+                         val_data: torch.Tensor | None = None, val_sigmas=None, validate_every: int = 250,
+                         plateau: dict | None = None, max_time_s: float | None = None) -> dict:
     """Blind training: each example gets its own σ ~ U[σ_min, σ_max]; loss = mean (D(x + σz) − x)².
 
     ``data`` is a tensor of clean examples (patches (N, C, H, W) or vectors (N, d)), sampled uniformly with
@@ -60,6 +62,13 @@ def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_
     instead, which balances the noise levels (every σ then contributes a residual error of order one).
     ``sigma_power`` p draws σ = σ_min + (σ_max − σ_min)·u^p, u ~ U[0, 1]: p = 1 is uniform, p = 2 puts more
     examples at small σ (where a sampler must end; cf. the "quadratic" σ draw of the lab's later code).
+
+    Validation (``val_data``, clean held-out examples): every ``validate_every`` steps, the MSE of D on
+    ``val_data`` + σz for each σ of ``val_sigmas`` (default 8 levels evenly spaced in (σ_min, σ_max], one fixed
+    noise draw), logged as ``val_loss`` (their mean: the training objective on held-out data) and
+    ``val_mse@σ``. ``plateau`` (keyword arguments of :class:`~energy_utils.training.PlateauLR`) replaces the
+    cosine decay: the learning rate is halved whenever ``val_loss`` stops improving and training ends when it
+    has flattened (``n_steps`` is then only a cap). ``max_time_s`` bounds this call's wall time (resume later).
     Returns the history of :func:`energy_utils.training.fit`.
     """
     lo, hi = map(float, sigma_range)
@@ -70,8 +79,28 @@ def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_
     device = next(model.parameters()).device
     sigma_input = getattr(model, "sigma_input", False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    decay = lambda s: final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / max(n_steps, 1)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    if plateau is not None:
+        if val_data is None:
+            raise ValueError("plateau training needs val_data (held-out clean examples) to watch")
+        scheduler = PlateauLR(optimizer, **plateau)
+    else:
+        decay = lambda s: final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / max(n_steps, 1)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    validate = None
+    if val_data is not None:
+        sigmas = [float(v) for v in (val_sigmas if val_sigmas is not None else torch.linspace(lo, hi, 9)[1:].tolist())]
+        g = torch.Generator().manual_seed(seed + 7919)
+        val_x = val_data.to(device=device, dtype=torch.float32)
+        val_z = torch.randn(val_x.shape, generator=g).to(val_x)
+
+        def validate(m):
+            out = {}
+            for sg in sigmas:
+                ys = val_x + sg * val_z
+                pred = torch.cat([(m(ys[i:i + 256], torch.full((len(ys[i:i + 256]),), sg).to(ys)) if sigma_input
+                                   else m(ys[i:i + 256])) for i in range(0, len(ys), 256)])
+                out[f"val_mse@{sg:.3g}"] = (pred - val_x).pow(2).mean().item()
+            return {"val_loss": sum(out.values()) / len(out), **out}
 
     def sample_batch(step):
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -96,7 +125,8 @@ def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_
         return err.pow(2).mean()
 
     return fit(model, optimizer, loss_fn, sample_batch, n_steps, scratch=scratch, scheduler=scheduler,
-               clip_grad=clip_grad, desc=desc, checkpoint_every=checkpoint_every)
+               clip_grad=clip_grad, desc=desc, checkpoint_every=checkpoint_every, validate=validate,
+               validate_every=validate_every, max_time_s=max_time_s)
 
 
 @torch.no_grad()

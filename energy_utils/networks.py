@@ -1,4 +1,4 @@
-"""Denoiser networks: bias-free CNN (Mohan et al. 2020), its biased twin, bias-free MLP (and twin), a small classifier.
+"""Denoiser networks: bias-free CNN (Mohan et al. 2020) and UNet, their biased twins, bias-free MLP (and twin), a small classifier.
 
 Convention used everywhere in the companion: **a denoiser returns the clean estimate** x̂(y), never the noise.
 The denoiser residual is f(y) = x̂(y) − y = σ² ∇_y log p_σ(y) (Miyasawa/Tweedie). The CNNs are trained with an
@@ -103,6 +103,78 @@ class DenoiserCNN(nn.Module):
         return spec
 
 
+class DenoiserUNet(nn.Module):
+    """Bias-free UNet blind denoiser returning the clean estimate x̂(y) = y − body(y).
+
+    ``body`` has ``len(widths)`` levels: at level ℓ, ``blocks`` × [3×3 conv, BN, ReLU] with ``widths[ℓ]``
+    channels; between levels 2×2 average pooling on the way down and nearest-neighbour ×2 upsampling on the
+    way up, each decoder level concatenating the encoder's features of the same size (skip connections); a
+    final 3×3 conv maps to ``channels``. Every operation is linear or positively homogeneous (conv without
+    bias, pooling, upsampling, concatenation, zero padding, ReLU, bias-free BN with frozen statistics), so in
+    eval mode D(αy) = αD(y) holds for every α > 0, as for :class:`DenoiserCNN`. Inputs whose sides are not
+    multiples of 2^(levels−1) are zero-padded and cropped back. With widths (32, 64, 128) on 28×28 digits the
+    coarsest level works at 7×7, so each output pixel sees the whole digit (receptive field 44 pixels, measured).
+    ``bias_free=False`` gives the biased twin (conv biases, standard batch norm).
+    """
+
+    def __init__(self, channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64, 128), blocks: int = 2,
+                 bias_free: bool = True):
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if channels < 1 or blocks < 1 or len(widths) < 1 or any(w < 1 for w in widths):
+            raise ValueError(f"need channels >= 1, blocks >= 1 and positive widths; got {channels}, {blocks}, {widths}")
+        self.channels, self.widths, self.blocks, self.bias_free = channels, widths, blocks, bias_free
+        bias = not bias_free
+
+        def stage(c_in, c_out):
+            layers = []
+            for i in range(blocks):
+                norm = BFBatchNorm2d(c_out) if bias_free else nn.BatchNorm2d(c_out)
+                layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=bias), norm, nn.ReLU(inplace=True)]
+            return nn.Sequential(*layers)
+
+        self.down = nn.ModuleList([stage(channels if i == 0 else widths[i - 1], w) for i, w in enumerate(widths)])
+        self.up = nn.ModuleList([stage(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1)])
+        self.out = nn.Conv2d(widths[0], channels, 3, padding=1, bias=bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal convolutions, unit BN scales, and a zero output layer: the network starts as the
+        identity x̂(y) = y (a small residual, as in DnCNN's initialisation)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.out.weight)
+
+    def body(self, y: torch.Tensor) -> torch.Tensor:
+        H, W = y.shape[-2:]
+        k = 2 ** (len(self.widths) - 1)
+        ph, pw = (-H) % k, (-W) % k
+        h = nn.functional.pad(y, (0, pw, 0, ph)) if ph or pw else y
+        skips = []
+        for i, stage in enumerate(self.down):
+            if i > 0:
+                h = nn.functional.avg_pool2d(h, 2)
+            h = stage(h)
+            skips.append(h)
+        for i in reversed(range(len(self.up))):
+            h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
+            h = self.up[i](torch.cat([h, skips[i]], dim=1))
+        return self.out(h)[..., :H, :W]
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if y.ndim != 4 or y.shape[1] != self.channels:
+            raise ValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(y.shape)}")
+        return y - self.body(y)
+
+    @property
+    def spec(self) -> dict:
+        return {"kind": "unet", "channels": self.channels, "widths": list(self.widths), "blocks": self.blocks,
+                "bias_free": self.bias_free}
+
+
 class DenoiserMLP(nn.Module):
     """MLP denoiser for vector data returning the clean estimate x̂ = y − body(input); ReLU activations.
 
@@ -176,7 +248,7 @@ def build(spec: dict) -> nn.Module:
     """Instantiate a network from its ``spec`` dict (``model.spec``; stored in checkpoint metadata)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    table = {"cnn": DenoiserCNN, "mlp": DenoiserMLP, "classifier": SmallClassifier}
+    table = {"cnn": DenoiserCNN, "unet": DenoiserUNet, "mlp": DenoiserMLP, "classifier": SmallClassifier}
     if kind not in table:
         raise ValueError(f"unknown network kind {kind!r}; spec needs 'kind' in {sorted(table)}")
     return table[kind](**spec)

@@ -94,8 +94,24 @@ def test_standard_sets_when_configured():
 def test_mnist_splits_are_disjoint_without_test_set(monkeypatch):
     monkeypatch.delenv(data.DATA_ENV, raising=False)
     train, test = data.load_mnist("train"), data.load_mnist("test")
-    assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)
+    fit, val = data.load_mnist("fit"), data.load_mnist("val")
+    assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (500, 1, 28, 28)
+    assert fit.images.shape == (4000, 1, 28, 28) and val.images.shape == (500, 1, 28, 28)
     assert float(train.images.max()) <= 1.0 and "held out" in test.source
+    # no test digit appears in any split a model is trained or validated on
+    flat = lambda d: {bytes(x.numpy().tobytes()) for x in d.images}
+    assert not flat(test) & (flat(train) | flat(fit) | flat(val))
+    assert not flat(val) & flat(fit)
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.load_mnist("training")
+
+
+def test_mnist_fit_split_is_disjoint_from_the_test_set_when_present():
+    if data.data_dir() is None or not (data.data_dir() / "MNIST").is_dir():
+        pytest.skip("the 10k MNIST test set is not in ENERGY_DATA_DIR")
+    fit, test = data.load_mnist("fit"), data.load_mnist("test")
+    assert test.images.shape[0] == 10_000
+    assert not {x.numpy().tobytes() for x in fit.images} & {x.numpy().tobytes() for x in test.images}
 
 
 def test_extract_patches_shapes():
@@ -143,3 +159,28 @@ def test_fit_learns_resumes_and_guards_divergence(tmp_path):
     m3, _ = make()
     with pytest.raises(training.DivergenceError, match="step"):
         training.fit(m3, torch.optim.SGD(m3.parameters(), lr=1e3), loss_fn, lambda s: (x * 1e3, y), 50)
+
+
+def test_plateau_schedule_halves_on_flat_validation_and_ends_training(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = training.PlateauLR(opt, patience=2, factor=0.5, max_reductions=1, warmup=1)
+    x = torch.randn(64, 2)
+    y = x @ torch.tensor([[1.0], [-2.0]])
+    calls = []
+
+    def validate(m):
+        calls.append(1)
+        return {"val_loss": float((m(x) - y).pow(2).mean()) if len(calls) < 4 else 1.0}  # flat from the 4th call
+
+    hist = training.fit(model, opt, lambda m, b: (m(b[0]) - b[1]).pow(2).mean(), lambda s: (x, y), 1000,
+                        scheduler=sched, validate=validate, validate_every=5, scratch=tmp_path)
+    assert hist["val"][0]["step"] == 0 and "converged_at" in hist
+    assert sched.done and hist["converged_at"] < 1000
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    # a resumed call of a finished training does nothing more
+    again = training.fit(model, opt, lambda m, b: (m(b[0]) - b[1]).pow(2).mean(), lambda s: (x, y), 1000,
+                         scheduler=training.PlateauLR(opt, patience=2, factor=0.5, max_reductions=1, warmup=1),
+                         validate=validate, validate_every=5, scratch=tmp_path)
+    assert again["converged_at"] == hist["converged_at"] and len(again["step"]) == len(hist["step"])

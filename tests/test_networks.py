@@ -1,4 +1,6 @@
 """Bias-free networks: exact scale equivariance, D(y) = J y, the biased twin breaks both; training helpers."""
+import math
+
 import pytest
 import torch
 
@@ -116,3 +118,57 @@ def test_dilated_bias_free_cnn_keeps_equivariance_and_widens_receptive_field():
     assert networks.build(net.spec).dilations == [1, 2, 4]
     with pytest.raises(ValueError, match="dilations"):
         networks.DenoiserCNN(depth=4, dilations=[1])
+
+
+def _randomise_norms(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, networks.BFBatchNorm2d):
+                m.running_sd.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+            if isinstance(m, torch.nn.Conv2d) and m is getattr(model, "out", None):
+                m.weight.normal_(0, 0.1)     # the UNet's output layer starts at zero (identity denoiser)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (2, 1, 30, 27)])
+def test_bias_free_unet_is_scale_equivariant_at_random_alpha(shape):
+    torch.manual_seed(0)
+    model = networks.DenoiserUNet(1, (8, 16, 16), blocks=1)
+    _randomise_norms(model)
+    model.eval()
+    assert not networks.has_additive_constants(model)
+    y = torch.rand(shape, dtype=torch.float64)
+    model = model.double()
+    alphas = (torch.rand(6, generator=torch.Generator().manual_seed(1)) * 2.7 + 0.3).tolist()  # in [0.3, 3]
+    assert not any(math.log2(a).is_integer() for a in alphas)
+    errs = denoisers.scale_equivariance_error(model, y, alphas)
+    assert max(errs.values()) < 1e-12, errs
+    # the biased twin is not equivariant
+    twin = networks.DenoiserUNet(1, (8, 16, 16), blocks=1, bias_free=False).double()
+    with torch.no_grad():
+        for m in twin.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.bias.normal_(0, 0.1)
+        twin.out.weight.normal_(0, 0.1)
+    twin.eval()
+    assert max(denoisers.scale_equivariance_error(twin, y, alphas).values()) > 1e-3
+    assert model(y).shape == y.shape
+
+
+def test_unet_sees_the_whole_digit_and_round_trips_through_build():
+    torch.manual_seed(0)
+    model = networks.DenoiserUNet(1, (8, 16, 32), blocks=2)
+    _randomise_norms(model)
+    model.eval()
+    y = torch.rand(1, 1, 28, 28, requires_grad=True)
+    model(y)[0, 0, 4, 4].backward()       # MNIST digits lie in the central 20×20 box: one corner of the box
+    assert y.grad[0, 0, 23, 23].abs() > 0    # depends on the opposite corner
+    y.grad = None
+    model(y)[0, 0, 14, 14].backward()     # and the centre pixel on every pixel of the image
+    assert (y.grad[0, 0].abs() > 0).all()
+    clone = networks.build(model.spec)
+    clone.load_state_dict(model.state_dict())
+    clone.eval()
+    assert torch.equal(clone(y.detach()), model(y.detach()))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        model(torch.rand(2, 3, 28, 28))

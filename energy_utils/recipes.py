@@ -1,0 +1,139 @@
+"""Named training recipes for the models that take hours on our CPU: one definition, used by the notebook
+(``RETRAIN=True``) and by the background command line, resumable across sessions.
+
+A recipe trains until its validation curve flattens (:class:`~energy_utils.training.PlateauLR`), in as many
+sittings as it needs: each call runs for at most ``max_time_s`` seconds, keeps the resumable training state
+(model, optimizer, scheduler, history, RNG) in ``data/train_state/<name>.pt`` for the full profile (an ignored
+folder otherwise) and writes the current model as the checkpoint ``<name>`` with its validation curve, the steps,
+batch, wall time and hardware, and whether the curve has flattened (``meta["converged"]``)::
+
+    python -m energy_utils.recipes list
+    python -m energy_utils.recipes train 03_bf_unet_mnist --hours 3 [--profile full] [--threads 1]
+
+Notebooks load the checkpoint and report ``meta["converged"]``; a notebook with ``RETRAIN=True`` calls
+:func:`train` with no time limit.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import checkpoints, data, denoisers, networks, paths
+from .runtime import configure_threads, describe_hardware, pick_device
+
+
+@dataclass
+class Recipe:
+    """A model, its data and its training settings. ``build()`` returns the network; ``train(model, scratch,
+    max_time_s, smoke)`` trains it (resuming from ``scratch``) and returns the history of ``training.fit``."""
+    name: str
+    summary: str
+    build: Callable[[], torch.nn.Module]
+    train: Callable
+    data_source: Callable[[], dict] = field(default=lambda: {})
+
+
+# ---------------------------------------------------------------------------------------------- MNIST denoiser
+MNIST_SIGMA_RANGE = (0.0, 0.4)    # σ ∈ [0, 100/255], the range of KS2021's released MNIST BF-CNN
+MNIST_UNET = dict(widths=(32, 64, 128), blocks=2)
+MNIST_UNET_TRAIN = dict(batch=64, lr=1e-3, max_steps=200_000, validate_every=500,
+                        plateau=dict(patience=4, factor=0.5, max_reductions=3, rel_tol=0.005, warmup=200))
+
+
+def _mnist_unet_train(model, scratch, max_time_s, smoke=False):
+    t = MNIST_UNET_TRAIN
+    train, val = data.load_mnist("fit"), data.load_mnist("val")
+    if smoke:
+        train, val = data.Digits(train.images[:512], train.labels[:512], train.source), \
+            data.Digits(val.images[:64], val.labels[:64], val.source)
+    return denoisers.train_blind_denoiser(
+        model, train.images, MNIST_SIGMA_RANGE, 60 if smoke else t["max_steps"], 16 if smoke else t["batch"],
+        t["lr"], seed=0, augment=False, scratch=scratch, desc="mnist unet", checkpoint_every=t["validate_every"],
+        val_data=val.images, validate_every=20 if smoke else t["validate_every"], plateau=t["plateau"],
+        max_time_s=max_time_s)
+
+
+RECIPES: dict[str, Recipe] = {
+    "03_bf_unet_mnist": Recipe(
+        "03_bf_unet_mnist",
+        "bias-free UNet (widths 32/64/128, 2 blocks per level) blind MNIST denoiser, σ ∈ [0, 0.4], batch 64, "
+        "Adam 1e-3 halved on validation plateaus until flat",
+        lambda: networks.DenoiserUNet(1, **MNIST_UNET),
+        _mnist_unet_train,
+        lambda: {"train": data.load_mnist("fit").source, "validation": data.load_mnist("val").source}),
+}
+
+
+def get(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; have {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def state_path(name: str, profile: str) -> Path:
+    """Where a recipe's resumable training state lives: committed for the full profile (so the next session
+    resumes it), the ignored scratch folder otherwise."""
+    if profile == "full":
+        return paths.DATA_DIR / "train_state" / f"{name}.pt"
+    return paths.scratch_dir(profile, name) / "train_state.pt"
+
+
+def train(name: str, profile: str = "full", device: str | torch.device = "auto", max_time_s: float | None = None,
+          smoke: bool | None = None) -> tuple[torch.nn.Module, dict]:
+    """Train (or resume) recipe ``name`` for at most ``max_time_s`` seconds; save checkpoint ``name`` in
+    ``profile`` with meta {spec, converged, steps, batch, wall_time_s, hardware, history, data} and return
+    (model in eval mode, meta). A recipe whose curve has already flattened returns at once."""
+    recipe = get(name)
+    smoke = (profile == "smoke") if smoke is None else smoke
+    device = pick_device(device) if isinstance(device, str) else device
+    torch.manual_seed(0)
+    model = recipe.build().to(device)
+    scratch = paths.scratch_dir(profile, name)
+    work, store = scratch / "train_state.pt", state_path(name, profile)
+    if store != work and store.exists():
+        shutil.copyfile(store, work)
+    t0 = time.perf_counter()
+    history = recipe.train(model, scratch, max_time_s, smoke)
+    if store != work and work.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work, store)
+    steps = history.get("stopped_at", history["step"][-1] + 1 if history["step"] else 0)
+    meta = {"spec": model.spec, "recipe": recipe.summary, "converged": "converged_at" in history,
+            "steps": int(steps), "wall_time_s": history["wall_time_s"], "hardware": describe_hardware(device),
+            "this_call_s": time.perf_counter() - t0, "val": history["val"],
+            "loss": {"step": history["step"][::10], "value": history["loss"][::10]},
+            "data": recipe.data_source(), "parameters": networks.count_parameters(model)}
+    denoisers.save_denoiser(name, model, meta, profile)
+    return model.eval(), meta
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m energy_utils.recipes")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list")
+    tr = sub.add_parser("train", help="train or resume a recipe for a bounded time")
+    tr.add_argument("name")
+    tr.add_argument("--hours", type=float, default=None, help="wall-time limit of this sitting")
+    tr.add_argument("--profile", default="full", choices=["smoke", "full"])
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.cmd == "list":
+        for r in RECIPES.values():
+            print(f"{r.name}: {r.summary}")
+        return
+    configure_threads(args.threads)
+    _, meta = train(args.name, args.profile, args.device, None if args.hours is None else 3600 * args.hours)
+    last = meta["val"][-1] if meta["val"] else {}
+    print(f"{args.name}: {meta['steps']} steps, {meta['wall_time_s'] / 3600:.2f} h, converged={meta['converged']}, "
+          f"last validation {last}")
+
+
+if __name__ == "__main__":
+    main()
