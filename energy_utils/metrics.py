@@ -65,3 +65,43 @@ def input_psnr(sigma: float, data_range: float = 1.0) -> float:
     import math
 
     return 20 * math.log10(data_range / sigma)
+
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (n, k) (the FID formula):
+
+        ‖μ_a − μ_b‖² + tr(C_a + C_b − 2 (C_a^{½} C_b C_a^{½})^{½}),
+
+    computed in float64 with symmetric square roots (eigendecompositions), so it is ≥ 0 and exactly 0 for
+    identical sets. Which feature space it uses (Inception for FID; here a digit classifier's) must be stated
+    with the number: values from different feature spaces are not comparable."""
+    a, b = feats_a.double().cpu(), feats_b.double().cpu()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"features must be (n, k) with the same k, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError("need at least two feature vectors per set")
+
+    def sqrtm_psd(m):
+        w, v = torch.linalg.eigh(0.5 * (m + m.T))
+        return (v * w.clamp_min(0).sqrt()) @ v.T
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = torch.cov(a.T).reshape(a.shape[1], a.shape[1]), torch.cov(b.T).reshape(b.shape[1], b.shape[1])
+    ra = sqrtm_psd(ca)
+    cross = sqrtm_psd(ra @ cb @ ra)
+    return float((mu_a - mu_b).pow(2).sum() + torch.trace(ca + cb - 2 * cross))
+
+
+def nearest_neighbour_distance(x: torch.Tensor, reference: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each x_i, the RMS distance ‖x_i − r_j‖/√d to its nearest reference example and that example's index
+    (e.g. a sample's closest training digit: a copy has distance ≈ 0). Returns (distances (n,), indices (n,))."""
+    X, R = x.reshape(x.shape[0], -1).float(), reference.reshape(reference.shape[0], -1).float().to(x.device)
+    if X.shape[1] != R.shape[1]:
+        raise ValueError(f"x and reference have different sizes per example: {X.shape[1]} vs {R.shape[1]}")
+    best, idx = [], []
+    for i in range(0, len(X), chunk):
+        d2 = torch.cdist(X[i:i + chunk], R).pow(2)
+        v, j = d2.min(1)
+        best.append(v.clamp_min(0).div(X.shape[1]).sqrt())
+        idx.append(j)
+    return torch.cat(best), torch.cat(idx)

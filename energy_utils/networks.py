@@ -235,9 +235,16 @@ class SmallClassifier(nn.Module):
             nn.Flatten(), nn.Linear(2 * width * 49, 64), nn.ReLU(), nn.Linear(64, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self._checked(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 64 activations before the last layer (the feature space of a Fréchet distance), (B, 64)."""
+        return self.net[:-1](self._checked(x))
+
+    def _checked(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
             raise ValueError(f"expected digits of shape (B, 1, 28, 28), got {tuple(x.shape)}")
-        return self.net(x)
+        return x
 
     @property
     def spec(self) -> dict:

@@ -29,3 +29,25 @@ def test_ssim_colour_and_limits():
     assert metrics.input_psnr(0.1) == pytest.approx(20.0)
     with pytest.raises(ValueError, match="same shape"):
         metrics.psnr(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
+
+
+def test_frechet_distance_is_zero_for_equal_sets_and_exact_for_shifted_gaussians():
+    from energy_utils.metrics import frechet_distance
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20_000, 3, generator=g, dtype=torch.float64)
+    assert abs(frechet_distance(a, a)) < 1e-8
+    # N(0, I) vs N(m, 4I): ‖m‖² + tr(I + 4I − 2·2I) = ‖m‖² + 3
+    b = 2 * torch.randn(20_000, 3, generator=g, dtype=torch.float64) + torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    assert abs(frechet_distance(a, b) - 8.0) < 0.15
+    with pytest.raises(ValueError, match="same k"):
+        frechet_distance(a, b[:, :2])
+
+
+def test_nearest_neighbour_distance_finds_copies():
+    from energy_utils.metrics import nearest_neighbour_distance
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(50, 1, 4, 4, generator=g)
+    x = torch.cat([ref[[7, 3]], ref[[10]] + 0.1])
+    d, j = nearest_neighbour_distance(x, ref)
+    assert d[:2].max() < 1e-3 and j.tolist()[:2] == [7, 3]
+    assert j[2] == 10 and abs(d[2].item() - 0.1) < 1e-5

@@ -1,0 +1,176 @@
+"""The strongest simple controls a learned prior must beat: the prior mean and the Gaussian (linear-MMSE) prior.
+
+A learned denoiser or energy earns its keep only by beating what a Gaussian with the data's mean μ and
+covariance C already does. For that prior everything is exact and linear:
+
+* **noise of covariance Σ**, y = x + n, n ~ N(0, Σ):
+  E[x | y] = μ + C (C + Σ)⁻¹ (y − μ),   Cov[x | y] = C − C (C + Σ)⁻¹ C,   p(y | Σ) = N(y; μ, C + Σ).
+  For any prior with this mean and covariance it is the best *linear* estimator (the Wiener / linear-MMSE
+  denoiser); for a Gaussian prior it is the exact posterior mean.
+* **linear measurement**, x_c = Mᵀx + n, n ~ N(0, σ_n² I_m) (M with orthonormal columns,
+  :mod:`energy_utils.operators`):  with K = C M (MᵀCM + σ_n² I)⁻¹,
+  E[x | x_c] = μ + K (x_c − Mᵀμ),   Cov[x | x_c] = C − K MᵀC;  exact posterior samples are
+  E[x | x_c] + L z with L Lᵀ = Cov[x | x_c].
+* **prior mean with the observations kept**: M x_c + (I − MMᵀ) μ (the measured part is the observation, the
+  rest the average training example) — the control of "fill the hole with the mean digit".
+
+All algebra is in float64 on dense d × d matrices (d = 784 for MNIST: fine on a CPU). ``GaussianPrior.fit``
+estimates μ and C from training examples, with a small ridge so that C is positive definite.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .covariances import DiagCov
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).double()
+
+
+class GaussianPrior:
+    """N(μ, C) on flattened signals of shape ``shape`` (e.g. (1, 28, 28)); see the module docstring."""
+
+    def __init__(self, mean: torch.Tensor, cov: torch.Tensor, shape: tuple[int, ...] | None = None):
+        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        cov = torch.as_tensor(cov, dtype=torch.float64)
+        d = mean.numel()
+        if cov.shape != (d, d):
+            raise ValueError(f"the covariance must be ({d}, {d}) to match a mean of {d} entries, got {tuple(cov.shape)}")
+        if (cov - cov.T).abs().max() > 1e-8 * max(1.0, cov.abs().max().item()):
+            raise ValueError("the covariance must be symmetric")
+        self.shape = tuple(shape) if shape is not None else (d,)
+        if math.prod(self.shape) != d:
+            raise ValueError(f"shape {self.shape} does not hold {d} entries")
+        self.mean, self.cov, self.d = mean, 0.5 * (cov + cov.T), d
+        self.chol_prior = torch.linalg.cholesky(self.cov)   # raises if C is not positive definite
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, ridge: float = 1e-4) -> "GaussianPrior":
+        """μ and C (+ ridge · I) of the examples ``x`` (n, ...)."""
+        if x.shape[0] < 2:
+            raise ValueError("need at least two examples to estimate a covariance")
+        if ridge < 0:
+            raise ValueError(f"ridge must be >= 0, got {ridge}")
+        X = _flat(x.cpu())
+        mu = X.mean(0)
+        Xc = X - mu
+        C = Xc.T @ Xc / (X.shape[0] - 1) + ridge * torch.eye(X.shape[1], dtype=torch.float64)
+        return cls(mu, C, tuple(x.shape[1:]))
+
+    def to_signal(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.reshape(v.shape[0], *self.shape).to(dtype=like.dtype, device=like.device)
+
+    def _check(self, y: torch.Tensor) -> torch.Tensor:
+        if tuple(y.shape[1:]) != self.shape:
+            raise ValueError(f"expected signals of shape (B, {', '.join(map(str, self.shape))}), got {tuple(y.shape)}")
+        return _flat(y.cpu())
+
+    def _noise_matrices(self, Sigma, B: int) -> torch.Tensor:
+        """Σ as (B, d, d) float64: from a DiagCov, a (B,) / scalar isotropic variance, or dense matrices."""
+        if isinstance(Sigma, DiagCov):
+            if Sigma.batch_size != B:
+                Sigma = Sigma.expand_batch(B) if Sigma.batch_size == 1 else None
+                if Sigma is None:
+                    raise ValueError(f"got covariances for a different batch than the {B} signals")
+            channels = self.shape[0] if len(self.shape) == 3 else 1
+            return Sigma.to(dtype=torch.float64, device="cpu").dense(channels)
+        S = torch.as_tensor(Sigma, dtype=torch.float64).cpu()
+        if S.ndim <= 1:
+            v = S.reshape(-1).expand(B) if S.numel() in (1, B) else None
+            if v is None:
+                raise ValueError(f"an isotropic variance is a number or one per signal ({B}), got {tuple(S.shape)}")
+            if torch.any(v <= 0):
+                raise ValueError("noise variances must be > 0")
+            return v[:, None, None] * torch.eye(self.d, dtype=torch.float64)
+        if S.shape[-2:] != (self.d, self.d):
+            raise ValueError(f"dense noise covariances must be (B, {self.d}, {self.d}), got {tuple(S.shape)}")
+        return S.expand(B, self.d, self.d)
+
+    # -- denoising under Σ ------------------------------------------------------------------------------
+    def denoise(self, y: torch.Tensor, Sigma) -> torch.Tensor:
+        """E[x | y] = μ + C (C + Σ)⁻¹ (y − μ) for each signal, Σ per signal (see ``_noise_matrices``)."""
+        Y = self._check(y)
+        S = self.cov + self._noise_matrices(Sigma, Y.shape[0])
+        sol = torch.linalg.solve(S, (Y - self.mean)[..., None])[..., 0]
+        return self.to_signal(self.mean + sol @ self.cov, y)           # C symmetric: (C a)ᵀ = aᵀ C
+
+    def denoise_mse(self, Sigma, B: int = 1) -> torch.Tensor:
+        """Expected per-coordinate error E‖x̂ − x‖²/d = tr(C − C (C + Σ)⁻¹ C)/d under the Gaussian prior, (B,)."""
+        S = self.cov + self._noise_matrices(Sigma, B)
+        post = self.cov - self.cov @ torch.linalg.solve(S, self.cov.expand_as(S))
+        return post.diagonal(dim1=-2, dim2=-1).sum(-1) / self.d
+
+    def log_prob(self, y: torch.Tensor, Sigma) -> torch.Tensor:
+        """log N(y; μ, C + Σ) per signal, (B,), in nats."""
+        Y = self._check(y)
+        S = self.cov + self._noise_matrices(Sigma, Y.shape[0])
+        L = torch.linalg.cholesky(S)
+        r = torch.linalg.solve_triangular(L, (Y - self.mean)[..., None], upper=False)[..., 0]
+        logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (r.pow(2).sum(-1) + logdet + self.d * math.log(2 * math.pi))
+
+    def entropy(self, Sigma=0.0) -> float:
+        """Differential entropy of N(μ, C + Σ) in nats (Σ one matrix/number; 0 gives the prior's entropy)."""
+        S = self.cov + (self._noise_matrices(Sigma, 1)[0] if not (isinstance(Sigma, float) and Sigma == 0.0) else 0.0)
+        return 0.5 * (torch.linalg.slogdet(S)[1].item() + self.d * (1 + math.log(2 * math.pi)))
+
+    # -- linear measurements ----------------------------------------------------------------------------
+    def _gain(self, operator, noise_var: float):
+        """(K, CM) with K = C M (MᵀCM + σ_n² I)⁻¹, M the operator's dense (d, m) matrix."""
+        M = operator_matrix(operator)
+        CM = self.cov @ M
+        A = M.T @ CM + noise_var * torch.eye(M.shape[1], dtype=torch.float64)
+        return torch.linalg.solve(A, CM.T).T, M
+
+    def posterior_mean(self, operator, xc: torch.Tensor, noise_var: float = 0.0) -> torch.Tensor:
+        """E[x | x_c] = μ + K (x_c − Mᵀμ) for measurements x_c (B, m) = Mᵀx + N(0, σ_n² I)."""
+        if noise_var < 0:
+            raise ValueError(f"noise_var must be >= 0, got {noise_var}")
+        K, M = self._gain(operator, noise_var)
+        out = self.mean + (xc.double().cpu() - self.mean @ M) @ K.T
+        return out.reshape(xc.shape[0], *self.shape).to(device=xc.device, dtype=xc.dtype)
+
+    def posterior_cov(self, operator, noise_var: float = 0.0) -> torch.Tensor:
+        """Cov[x | x_c] = C − K MᵀC (d, d), the same for every measurement."""
+        K, M = self._gain(operator, noise_var)
+        P = self.cov - K @ (M.T @ self.cov)
+        return 0.5 * (P + P.T)
+
+    def posterior_sample(self, operator, xc: torch.Tensor, noise_var: float = 0.0, n: int = 1,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """n exact posterior samples per measurement, returned as (B·n, ...) with each row's samples consecutive."""
+        mean = _flat(self.posterior_mean(operator, xc, noise_var).cpu()).repeat_interleave(n, 0)
+        P = self.posterior_cov(operator, noise_var)
+        evals, evecs = torch.linalg.eigh(P)                       # P is only semi-definite without noise
+        root = evecs * evals.clamp_min(0).sqrt()
+        z = torch.randn(mean.shape, dtype=torch.float64, generator=generator)
+        return self.to_signal(mean + z @ root.T, xc if xc.is_floating_point() else mean)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = torch.randn(n, self.d, dtype=torch.float64, generator=generator)
+        return (self.mean + z @ self.chol_prior.T).reshape(n, *self.shape)
+
+
+def operator_matrix(operator) -> torch.Tensor:
+    """The dense (N, m) matrix M of an operator with ``M(v)`` (back-projection), built column by column."""
+    m = operator.m
+    eye = torch.eye(m, dtype=torch.float32, device=_operator_device(operator))
+    cols = operator.M(eye)                                              # (m, C, H, W): column j is M e_j
+    return cols.reshape(m, -1).T.double().cpu()
+
+
+def _operator_device(operator):
+    for v in vars(operator).values():
+        if torch.is_tensor(v):
+            return v.device
+    return torch.device("cpu")
+
+
+def prior_mean_fill(operator, xc: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """M x_c + (I − MMᵀ) μ: the observations kept, everything unobserved set to the prior mean μ."""
+    mu = mean.reshape(1, *operator.shape).to(xc.dtype if xc.is_floating_point() else torch.float32).to(xc.device)
+    mu = mu.expand(xc.shape[0], *operator.shape)
+    return operator.M(xc) + mu - operator.project(mu)

@@ -1,0 +1,41 @@
+"""Seed-level intervals and verdicts: a winner is named only when the interval excludes no difference."""
+import math
+
+import numpy as np
+import pytest
+
+from energy_utils import stats
+
+
+def test_t_interval_matches_the_textbook_formula_and_covers_at_its_level():
+    v = [1.0, 2.0, 4.0]
+    iv = stats.seed_interval(v)
+    half = 4.302652729911275 * np.std(v, ddof=1) / math.sqrt(3)      # t_{2, 0.975}
+    assert iv.mean == pytest.approx(7 / 3) and iv.high - iv.mean == pytest.approx(half)
+    rng = np.random.default_rng(0)
+    cover = np.mean([(lambda i: i.low <= 0 <= i.high)(stats.seed_interval(rng.normal(size=3))) for _ in range(4000)])
+    assert 0.93 < cover < 0.97
+    assert math.isnan(stats.seed_interval([3.0]).low)
+
+
+def test_verdicts_name_a_winner_only_when_the_interval_excludes_zero():
+    clear = stats.compare_arms([1.0, 1.1, 0.9], [2.0, 2.1, 1.9], "hybrid", "scratch")
+    assert clear.verdict == "hybrid better" and clear.difference.low > 0
+    higher = stats.compare_arms([1.0, 1.1, 0.9], [2.0, 2.1, 1.9], "a", "b", lower_is_better=False)
+    assert higher.verdict == "b better"
+    noisy = stats.compare_arms([1.0, 2.0, 0.5], [1.2, 0.4, 2.1])
+    assert noisy.verdict == stats.NO_DIFFERENCE and noisy.difference.low < 0 < noisy.difference.high
+    one = stats.compare_arms([1.0], [2.0])
+    assert "one seed only" in one.verdict
+    paired = stats.compare_arms([1.0, 2.0, 3.0], [1.1, 2.1, 3.1], paired=True)
+    assert paired.verdict == "A better"         # the same shift on every seed is measurable when paired
+    assert stats.compare_arms([1.0, 2.0, 3.0], [1.1, 2.1, 3.1]).verdict == stats.NO_DIFFERENCE
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="no values"):
+        stats.seed_interval([])
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.compare_arms([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="as many seeds"):
+        stats.compare_arms([1.0, 2.0], [1.0, 2.0, 3.0], paired=True)
