@@ -2,8 +2,9 @@
 
 One batched function, :func:`ks_sample`, covers synthesis (Algorithm 1) and linear inverse problems
 (Algorithm 2). It is the configuration (``DenoiserSource``, ``AdaptiveSchedule``) of the unified iteration
-:func:`energy_utils.engine.iterate`, plus the initial draw and KS2021's defaults. With f(y) = D(y) − y the denoiser residual (= σ² ∇ log p_σ(y), Miyasawa) and an operator M with
-orthonormal columns (``operator=None``: synthesis, M = 0), each chain b iterates, with its own t, h_t, σ_t:
+:func:`energy_utils.engine.iterate`, plus the initial draw and KS2021's defaults. With f(y) = D(y) − y the
+denoiser residual (= σ² ∇ log p_σ(y), Miyasawa) and an operator M with orthonormal columns (``operator=None``:
+synthesis, M = 0), each chain b iterates, with its own t, h_t, σ_t:
 
     h_t  = h₀ t / (1 + h₀ (t − 1))                        (ramped step; ``fixed_h=True``: h_t = h₀)
     d_t  = (I − MMᵀ) f(y_{t−1}) + M (x_c − Mᵀ y_{t−1})   (= f(y_{t−1}) for synthesis)
@@ -11,12 +12,14 @@ orthonormal columns (``operator=None``: synthesis, M = 0), each chain b iterates
     γ_t² = [(1 − β h_t)² − (1 − h_t)²] σ_t²              (the bracket multiplies the *difference* by σ_t²)
     y_t  = y_{t−1} + h_t d_t + γ_t z_t,   z_t ~ N(0, I)
 
-from y₀ ~ N(0.5 (I − MMᵀ)e + M x_c, σ₀² I), until σ_t < σ_L. A chain stops on its own (converged,
-``max_iter`` reached, stalled: σ_t rebounding far above its minimum, or diverged: σ_t > ``diverge_sigma`` or
-non-finite) and is no longer evaluated, so a batch costs the sum of its chains' iterations. The output is the
-clean estimate x̂(y) = y + f(y) of the evaluation with the smallest σ_t, for a converged chain its last one
-(KS2021's code ends with one extra denoising pass; we reuse the evaluation whose σ_t fell below σ_L, so the
-NFE of a chain is exactly its number of evaluations: ``n_updates + 1``).
+from y₀ ~ N(0.5 (I − MMᵀ)e + M x_c, σ₀² I), until σ_t < σ_L, with β = 0.5 for synthesis and β = 0.01 for
+inverse problems unless given (KS2021's values). Chain b draws y₀'s noise and every z_t from its own
+generator (seeded from (seed, b)), so its samples do not depend on the other chains of the batch. A chain
+stops on its own (converged, ``max_iter`` reached, stalled: σ_t rebounding far above its minimum, or diverged:
+σ_t > ``diverge_sigma`` or non-finite) and is no longer evaluated, so a batch costs the sum of its chains'
+iterations. The output is the clean estimate x̂(y) = y + f(y) of the evaluation with the smallest σ_t, for a
+converged chain its last one (KS2021's code ends with one extra denoising pass; we reuse the evaluation whose σ_t
+fell below σ_L, so the NFE of a chain is exactly its number of evaluations: ``n_updates + 1``).
 
 Under the idealised law σ_t = (1 − β h_t) σ_{t−1} (an ideal denoiser), :func:`idealized_iterations` gives the
 count T with σ_T < σ_L: 47 / 127 / 661 for β = 0.5 / 0.1 / 0.01 with σ₀ = 1, σ_L = 0.01, h₀ = 0.01, and
@@ -26,11 +29,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from .engine import AdaptiveSchedule, DenoiserSource, iterate, step_size
+from .engine import AdaptiveSchedule, DenoiserSource, iterate, make_chain_noise, step_size
 from .operators import LinearOperator, NoMeasurement
 
 
@@ -65,8 +68,8 @@ class SampleResult:
     n_updates: torch.Tensor          # updates y_{t-1} -> y_t per chain
     sigma: torch.Tensor              # last effective noise level σ_t per chain
     status: list[str]                # "converged" | "max_iter" | "stalled" | "diverged" per chain
-    sigma_trace: torch.Tensor        # (T_max, B): σ_t per evaluation, NaN once a chain stopped
-    h_trace: torch.Tensor            # (T_max, B): h_t used at that evaluation
+    sigma_trace: torch.Tensor        # (T_max, B): σ_t per evaluation, NaN once a chain stopped ((0, B) unless record)
+    h_trace: torch.Tensor            # (T_max, B): h_t used at that evaluation ((0, B) unless record)
     batched_calls: int = 0           # forward calls of the denoiser on (sub-)batches
     wall_time_s: float = 0.0
     info: dict = field(default_factory=dict)
@@ -76,12 +79,20 @@ class SampleResult:
         return torch.tensor([s == "converged" for s in self.status])
 
 
+#: KS2021's β: 0.5 for synthesis, 0.01 for inverse problems (the default of ks_sample by mode).
+BETA_SYNTHESIS, BETA_INVERSE = 0.5, 0.01
+#: The denoiser-convention check runs when σ₀ is at least this (below, the image's own contrast dominates σ̂₀).
+CONVENTION_CHECK_MIN_SIGMA0 = 0.5
+
+
 def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | None = None, *,
               operator: LinearOperator | None = None, measurement: torch.Tensor | None = None,
-              sigma0: float = 1.0, sigma_L: float = 0.01, h0: float = 0.01, beta: float = 0.5,
+              sigma0: float = 1.0, sigma_L: float = 0.01, h0: float = 0.01, beta: float | None = None,
               fixed_h: bool = False, init_value: float = 0.5, max_iter: int | None = None,
               diverge_sigma: float | None = None, rebound: float | None = 3.0,
-              generator: torch.Generator | None = None,
+              seed: int | None = None, chain_seeds: Sequence[int] | torch.Tensor | None = None,
+              generator: torch.Generator | None = None, noise_block: int = 16,
+              autocast_dtype: torch.dtype | None = None, record: bool = True,
               callback: Callable[[dict], None] | None = None, disable: bool | None = None,
               desc: str = "ks_sample") -> SampleResult:
     """Sample B chains with the prior implicit in the blind denoiser ``denoiser(y) -> x̂(y)`` (see module doc).
@@ -89,19 +100,42 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
     Synthesis: give ``shape`` = (B, C, H, W) (or (B, d)) and no operator. Inverse problem: give ``operator``
     (a :class:`~energy_utils.operators.LinearOperator`) and ``measurement`` x_c = Mᵀx of shape (B, m); B chains
     run, one per row (repeat rows for several posterior samples per measurement). Defaults σ₀ = 1, σ_L = 0.01,
-    h₀ = 0.01; use β = 0.5 for synthesis and β = 0.01 for inverse problems (KS2021). ``max_iter`` defaults to
-    3× the idealised count + 100; ``diverge_sigma`` to 2σ₀. ``rebound``: a chain whose σ_t climbs above
-    ``rebound`` × its smallest σ so far has stalled (an imperfect denoiser cannot take it below its own error
-    floor and, once h_t → 1, the iteration can drift away); it stops with status "stalled". Every chain returns
-    the clean estimate x̂ of its evaluation with the smallest σ_t (for a converged chain: its last one).
-    ``callback(info)`` is called after every iteration with
-    ``{"iteration", "active" (B,) bool, "t", "sigma", "h" (B,), "y" (B, ...)}``.
+    h₀ = 0.01 and β by mode, KS2021's values: β = 0.5 for synthesis, β = 0.01 when an operator with
+    measurements is given (``result.info["beta"]`` and ``["beta_rule"]`` say which was used). ``max_iter``
+    defaults to 3× the idealised count + 100; ``diverge_sigma`` to 2σ₀. ``rebound``: a chain whose σ_t climbs
+    above ``rebound`` × its smallest σ so far has stalled (an imperfect denoiser cannot take it below its own
+    error floor and, once h_t → 1, the iteration can drift away); it stops with status "stalled". Every chain
+    returns the clean estimate x̂ of its evaluation with the smallest σ_t (for a converged chain: its last one).
+
+    Noise: chain b has its own stream (its y₀ noise, then z_1, z_2, …; see :class:`~energy_utils.engine.ChainNoise`)
+    from the seed :func:`~energy_utils.engine.chain_seed` (``seed``, b), or ``chain_seeds[b]`` when given, so its
+    result does not depend on the rest of the batch; ``result.info["chain_seeds"]`` lists them (rerun chain 7
+    alone with ``chain_seeds=result.info["chain_seeds"][7:8]`` and, for an inverse problem,
+    ``measurement[7:8]``). With neither, the seed is one draw of torch's global generator. ``generator``
+    (backward compatibility) keeps the former initial draw, y₀ = mean + σ₀·randn(shape, generator) over the whole
+    batch, then takes the chain seeds from one draw of it: the iterations are per chain, y₀ is not.
+
+    Guards: the denoiser (an ``nn.Module``) runs in eval mode, its submodules' modes restored afterwards; the
+    first evaluation warns when the denoiser's noise estimate σ̂₀ = ‖x̂(y₀) − y₀‖/√N is not within
+    [0.5, 1.5] σ₀, the mark of a denoiser that returns the residual f(y) (σ̂₀ ≈ 2σ₀) or the noise −f(y)
+    (σ̂₀ ≈ ‖x̂‖/√N) instead of x̂(y) (:func:`~energy_utils.engine.check_denoiser_convention`; run when
+    σ₀ ≥ 0.5, ``result.info["sigma0_ratio"]`` = σ̂₀/σ₀). ``autocast_dtype`` (``torch.bfloat16``): the
+    denoiser's forward runs under ``torch.autocast`` (CPU or CUDA); σ̂ and the update stay in float32/float64.
+    ``record=False`` skips the σ/h traces. ``callback(info)`` is called after every iteration with
+    ``{"iteration", "active" (B,) bool, "t", "sigma", "h" (B,), "energy", "y" (B, ...)}``.
     """
-    _check(sigma0, sigma_L, h0, beta)
     if operator is not None and measurement is None:
         raise ValueError("an operator needs its measurement x_c = operator.M_T(x) (shape (B, m))")
     if operator is None and measurement is not None:
         raise ValueError("a measurement was given without its operator")
+    inverse = operator is not None and operator.m > 0
+    if beta is None:
+        beta = BETA_INVERSE if inverse else BETA_SYNTHESIS
+        beta_rule = (f"default for inverse problems (KS2021: {BETA_INVERSE})" if inverse else
+                     f"default for synthesis (KS2021: {BETA_SYNTHESIS})")
+    else:
+        beta_rule = "given"
+    _check(sigma0, sigma_L, h0, beta)
     if operator is None:
         if shape is None:
             raise ValueError("give the batch shape, e.g. shape=(16, 1, 28, 28), for synthesis")
@@ -121,26 +155,38 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
     N = math.prod(shape[1:])
     dtype = measurement.dtype if measurement.is_floating_point() else torch.float32
 
-    # y0 ~ N(0.5 (I - MM^T) e + M x_c, sigma0^2 I), drawn from ``generator`` before the iteration's own draws
-    gdev = generator.device if generator is not None else device
+    # y0 ~ N(0.5 (I - MM^T) e + M x_c, sigma0^2 I)
     if operator is None:                                   # vector data, synthesis
         mean = torch.full(shape, init_value, dtype=dtype, device=device)
     else:
         mean = operator.init_mean(measurement.to(dtype), init_value)
-    y0 = mean + sigma0 * torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
-    source = DenoiserSource(denoiser, operator if operator is not None and operator.m > 0 else None,
-                            measurement if operator is not None and operator.m > 0 else None)
+    if generator is not None:                              # former draw: y0 from the generator, then the chain seeds
+        if seed is not None or chain_seeds is not None:
+            raise ValueError("give at most one of seed, chain_seeds and generator")
+        gdev = generator.device
+        y0 = mean + sigma0 * torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+        noise = make_chain_noise(B, shape[1:], device, dtype, generator=generator, block=noise_block)
+    else:                                                  # per chain: y0's noise is the first draw of each stream
+        noise = make_chain_noise(B, shape[1:], device, dtype, seed=seed, chain_seeds=chain_seeds, block=noise_block)
+        y0 = mean + sigma0 * noise.draw()
+    source = DenoiserSource(denoiser, operator if inverse else None, measurement if inverse else None,
+                            sigma0=sigma0 if sigma0 >= CONVENTION_CHECK_MIN_SIGMA0 else None,
+                            autocast_dtype=autocast_dtype)
     with torch.no_grad():
         r = iterate(source, y0, AdaptiveSchedule(h0, beta, sigma_L, fixed_h), max_iter=max_iter,
-                    diverge_sigma=diverge_sigma, rebound=rebound, keep_best=True, generator=generator,
+                    diverge_sigma=diverge_sigma, rebound=rebound, keep_best=True, noise=noise, record=record,
                     callback=callback, disable=disable, desc=desc)
     return SampleResult(x=r.estimate, y=r.y, nfe=r.n_evals.clone(), n_updates=r.n_updates, sigma=r.sigma.float(),
                         status=["converged" if st == "stopped" else st for st in r.status],
                         sigma_trace=r.sigma_trace, h_trace=r.h_trace, batched_calls=r.iterations,
                         wall_time_s=r.wall_time_s,
-                        info={"beta": beta, "h0": h0, "sigma0": sigma0, "sigma_L": sigma_L, "fixed_h": fixed_h,
-                              "max_iter": max_iter, "diverge_sigma": diverge_sigma, "rebound": rebound, "N": N,
-                              "sigma_best": r.sigma_best.float()})
+                        info={"mode": "inverse problem" if inverse else "synthesis", "beta": beta,
+                              "beta_rule": beta_rule, "h0": h0, "sigma0": sigma0, "sigma_L": sigma_L,
+                              "fixed_h": fixed_h, "max_iter": max_iter, "diverge_sigma": diverge_sigma,
+                              "rebound": rebound, "N": N, "sigma_best": r.sigma_best.float(),
+                              "chain_seeds": r.info["chain_seeds"], "noise_block": noise_block,
+                              "noise": "legacy generator (batch-wide y0)" if generator is not None else "per chain",
+                              "autocast_dtype": autocast_dtype, "sigma0_ratio": source.sigma0_ratio})
 
 
 def _device_of(denoiser) -> torch.device:
