@@ -60,11 +60,23 @@ def energy_and_scores(model: nn.Module, y: torch.Tensor, cov: DiagCov, create_gr
         cov = cov.requires_grad_()
     with torch.enable_grad():
         u = model(y, cov)
+        if u.dtype in (torch.float16, torch.bfloat16):     # a reduced-precision energy (autocast): use it in float32
+            u = u.float()
         inputs = (y, cov.log_var) if cov_score else (y,)
         grads = torch.autograd.grad(u.sum(), inputs, create_graph=create_graph)
     if not create_graph:
         u = u.detach()
     return Scores(u, grads[0], grads[1] if cov_score else None)
+
+
+def _basis_order(fourier: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A row order with the pixel-type Σ first: ``(order, inverse, n_pixel)``, so ``x[order][:n_pixel]`` are the
+    pixel rows, ``x[order][n_pixel:]`` the Fourier rows and ``x[order][inverse]`` is ``x`` again. The networks
+    run each basis' Σ-embedding only on its own rows (computing both on every row and selecting one doubles
+    the Σ-branch's cost, which the covariance score of A-CSM backpropagates through twice)."""
+    pix, four = (~fourier).nonzero()[:, 0], fourier.nonzero()[:, 0]
+    order = torch.cat([pix, four])
+    return order, torch.argsort(order), pix.numel()
 
 
 def denoise(model: nn.Module, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:
@@ -117,9 +129,11 @@ class VectorEnergy(EnergyModel):
         nn.init.zeros_(self.out.bias)
 
     def embedding(self, cov: DiagCov) -> torch.Tensor:
+        """e_Σ (B, E): each row embedded by its own basis' MLP (pixel or Fourier)."""
         lv = cov.symmetrized_log_var()
-        e_pix, e_four = self.embed["pixel"](lv), self.embed["fourier"](lv)
-        return torch.where(cov.fourier[:, None], e_four, e_pix)
+        order, inverse, n = _basis_order(cov.fourier)
+        lv = lv[order]
+        return torch.cat([self.embed["pixel"](lv[:n]), self.embed["fourier"](lv[n:])])[inverse]
 
     def s_theta(self, y, cov):
         if y.ndim != 2 or y.shape[1] != self.d:
@@ -157,7 +171,10 @@ class _SpatialEmbed(nn.Module):
 
 
 class _GainConv(nn.Module):
-    """conv → GroupNorm → ⊙(1 + A e_Σ) → SiLU, with the gain map (pixel Σ) or per-channel gain (Fourier Σ)."""
+    """conv → GroupNorm → ⊙(1 + A e_Σ) → SiLU, with the gain map (pixel Σ) or per-channel gain (Fourier Σ).
+
+    The batch is ordered pixel rows first (:func:`_basis_order`): ``e_map`` holds the gain-embedding maps of the
+    first ``len(e_map)`` rows, ``e_vec`` the per-channel embeddings of the remaining (Fourier) rows."""
 
     def __init__(self, cin: int, cout: int, emb: int, k: int = 3, groups: int = 8):
         super().__init__()
@@ -165,9 +182,11 @@ class _GainConv(nn.Module):
         self.norm = nn.GroupNorm(min(groups, cout), cout)
         self.gain = nn.Conv2d(emb, cout, 1)
 
-    def forward(self, x, e_map, e_vec, fourier):
-        a = torch.where(fourier.view(-1, 1, 1, 1), self.gain(e_vec), self.gain(e_map))
-        return F.silu(self.norm(self.conv(x)) * (1 + a))
+    def forward(self, x, e_map, e_vec):
+        z = self.norm(self.conv(x))
+        n = e_map.shape[0]
+        # an empty part still enters the graph, so every parameter gets a (zero) gradient, never None
+        return F.silu(torch.cat([z[:n] * (1 + self.gain(e_map)), z[n:] * (1 + self.gain(e_vec))]))
 
 
 class _Block(nn.Module):
@@ -179,8 +198,8 @@ class _Block(nn.Module):
         self.g2 = _GainConv(cout, cout, emb)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x, e_map, e_vec, fourier):
-        return self.skip(x) + self.g2(self.g1(x, e_map, e_vec, fourier), e_map, e_vec, fourier)
+    def forward(self, x, e_map, e_vec):
+        return self.skip(x) + self.g2(self.g1(x, e_map, e_vec), e_map, e_vec)
 
 
 class ImageEnergy(EnergyModel):
@@ -198,7 +217,8 @@ class ImageEnergy(EnergyModel):
     (average-pool down, nearest up, skip concatenations). Pixel-type Σ: the log-variance map goes through a
     conv embedding and is average-pooled to each level: a spatial gain map. Fourier-type Σ: the log-spectrum
     (circular padding: the unshifted FFT grid is periodic) goes through its own embedding and is globally
-    pooled: one gain per channel. Both embeddings are computed and each sample picks its own.
+    pooled: one gain per channel. Each embedding is computed only on the rows of its basis (the rows are
+    reordered pixel-first inside ``s_theta`` and restored at the end).
     """
 
     def __init__(self, channels: int = 1, widths=(16, 32, 48), emb: int = 32, data_var: float = 0.25):
@@ -231,24 +251,26 @@ class ImageEnergy(EnergyModel):
         lv = cov.symmetrized_log_var()
         pre = (self.data_var + lv.exp()).rsqrt()
         u = cov.apply_multiplier(y, pre)
-        f = cov.fourier
-        e_pix = self.embed_pix(lv)
-        e_four = self.embed_four(lv).mean((2, 3), keepdim=True)
-        e1 = e_pix
+        # pixel-Σ rows first (n of them): each Σ-embedding runs only on the rows of its own basis
+        order, inverse, n = _basis_order(cov.fourier)
+        lvo, uo = lv[order], u[order]
+        e1 = self.embed_pix(lvo[:n])                                  # (n, E, H, W) gain maps
+        e_four = self.embed_four(lvo[n:]).mean((2, 3), keepdim=True)   # (B − n, E, 1, 1) per-channel gains
         e2 = F.avg_pool2d(e1, 2, ceil_mode=True)
         e3 = F.avg_pool2d(e2, 2, ceil_mode=True)
-        h1 = self.inp(u, e1, e_four, f)
-        h2 = self.down(F.avg_pool2d(h1, 2, ceil_mode=True), e2, e_four, f)
-        h3 = self.mid1(F.avg_pool2d(h2, 2, ceil_mode=True), e3, e_four, f)
-        h3 = self.mid2(h3, e3, e_four, f)
-        h = self.up(torch.cat([F.interpolate(h3, size=h2.shape[-2:], mode="nearest"), h2], 1), e2, e_four, f)
-        h = self.fin(torch.cat([F.interpolate(h, size=h1.shape[-2:], mode="nearest"), h1], 1), e1, e_four, f)
-        z = lv / LOGVAR_SCALE
-        phi = torch.where(f.view(-1, 1, 1, 1), self.phi["fourier"](z), self.phi["pixel"](z))
+        h1 = self.inp(uo, e1, e_four)
+        h2 = self.down(F.avg_pool2d(h1, 2, ceil_mode=True), e2, e_four)
+        h3 = self.mid1(F.avg_pool2d(h2, 2, ceil_mode=True), e3, e_four)
+        h3 = self.mid2(h3, e3, e_four)
+        h = self.up(torch.cat([F.interpolate(h3, size=h2.shape[-2:], mode="nearest"), h2], 1), e2, e_four)
+        h = self.fin(torch.cat([F.interpolate(h, size=h1.shape[-2:], mode="nearest"), h1], 1), e1, e_four)
+        z = lvo / LOGVAR_SCALE
+        phi = torch.cat([self.phi["pixel"](z[:n]), self.phi["fourier"](z[n:])])
         a = LOGVAR_SCALE * y.shape[1] * phi.flatten(1).sum(1) + self.a_img(h3.mean((2, 3)))[:, 0]
+        g, a = self.out(h)[inverse], a[inverse]                        # back to the caller's row order
         # ½⟨u, 2a·u/‖u‖²⟩ = a: the offset enters U = ½⟨y, s_θ⟩ through a û-aligned term (singular only at y = 0)
         u2 = u.pow(2).flatten(1).sum(1).view(-1, 1, 1, 1) + 1e-3
-        return cov.apply_multiplier(u + self.out(h) + 2 * a.view(-1, 1, 1, 1) * u / u2, pre)
+        return cov.apply_multiplier(u + g + 2 * a.view(-1, 1, 1, 1) * u / u2, pre)
 
     def denoiser_forward(self, y, cov):
         """The same backbone used as a plain denoiser, D = y − Σ s_θ (one forward, no autograd): the cost

@@ -23,6 +23,12 @@ That constant comes from a large isotropic anchor Σ_ref = tI, where p(y | Σ_re
 
 and log p_θ(y | Σ) = −U_θ(y, Σ) − c. Log-ratios log p(y|Σ₁) − log p(y|Σ₂) (:func:`log_ratio`) and posterior
 ratios log p(x₁|y) − log p(x₂|y) (:func:`posterior_log_ratio`) do not need c at all.
+
+Precision: under bf16 autocast (``training.fit(..., autocast_dtype=torch.bfloat16)``) the networks' matrix
+products and convolutions run in bf16, but U, ∇_yU, ∂U/∂log v and both residuals stay float32: y and log v are
+float32 autograd leaves, so their gradients come back in float32; the energy networks recombine their bf16
+outputs with the float32 preconditioner (type promotion), and ``energy_and_scores`` casts a reduced-precision U
+to float32 before differentiating it; the residuals, their squares and means are then float32 operations.
 """
 from __future__ import annotations
 

@@ -5,15 +5,21 @@
 ``scratch`` folder) saves model, optimizer, history and RNG state every ``checkpoint_every`` steps so that an
 interrupted run resumes where it stopped. With ``validate`` it also records a validation curve, and with a
 :class:`PlateauLR` scheduler it trains *until that curve flattens* instead of for a fixed budget.
+
+The same call runs data-parallel under ``torchrun --nproc_per_node N`` (see :mod:`energy_utils.distributed`)
+and, optionally, with the forward pass and loss under bf16 autocast.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
+
+from . import distributed
 
 
 class DivergenceError(FloatingPointError):
@@ -33,10 +39,35 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _autocast(device: torch.device, dtype):
+    """Autocast to ``dtype`` on ``device``'s type, or nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _wrap_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel on this process' device (checked, not moved: the caller's batches
+    are made on the device the model is on)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    p = next(model.parameters(), None)
+    dev = p.device if p is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        want = distributed.local_device()
+        if dev != want:
+            raise ValueError(f"rank {distributed.rank()} holds its model on {dev}, but each torchrun process trains on "
+                             f"its own GPU ({want}); call energy_utils.distributed.setup() before building the model "
+                             f"(then .to('cuda') picks {want})")
+        return DistributedDataParallel(model, device_ids=[dev.index])
+    return DistributedDataParallel(model)
+
+
 def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, sample_batch: Callable[[int], object],
         n_steps: int, *, scratch: Path | None = None, checkpoint_every: int = 500, scheduler=None,
         clip_grad: float | None = None, desc: str = "train", log_every: int = 10,
-        max_time_s: float | None = None, validate: Callable | None = None, validate_every: int = 500) -> dict:
+        max_time_s: float | None = None, validate: Callable | None = None, validate_every: int = 500,
+        autocast_dtype: torch.dtype | None = None, shard_batch: Callable | None = None) -> dict:
     """Train and return ``{"step": [...], "loss": [...], "val": [...], "wall_time_s": float, "resumed_from": int}``.
 
     ``loss_fn(model, batch)`` returns a scalar loss, or ``(loss, extra)`` with a dict of floats to log.
@@ -46,11 +77,45 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
     ``validate_every`` steps; each result enters ``history["val"]`` with its step and the training wall time.
     A scheduler with an ``observe(value)`` method (:class:`PlateauLR`) receives the first metric and ends the
     training when its ``done`` becomes true (``history["converged_at"]``).
+
+    **Mixed precision.** ``autocast_dtype=torch.bfloat16`` runs ``loss_fn`` (forward pass and loss) under
+    ``torch.autocast``: matrix products and convolutions in bf16, reductions and normalisations in float32
+    (autocast's own op lists). The parameters, their gradients, the optimizer state, ``backward`` (outside the
+    autocast region) and the loss value (cast to float32 before the NaN guard and ``backward``) stay float32, as
+    does ``validate``. The energy models' scores and the A-DSM / A-CSM residuals are computed in float32 by
+    :mod:`energy_utils.score_losses` (the energy is summed in float32 before ∇_yU and ∂U/∂log v are taken).
+    bf16 needs no loss scaling; float16 is refused.
+
+    **Several processes.** Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1 in the environment, or a
+    process group already initialised) every process calls ``fit`` with the same arguments; ``fit`` joins the
+    process group (:func:`energy_utils.distributed.setup`: gloo for a CPU model, nccl for CUDA) and wraps the
+    model in ``DistributedDataParallel``, so ``loss_fn`` must call the model (its ``forward``), not other methods.
+    ``sample_batch(step)`` must return the same *global* batch on every process (as a generator seeded by the
+    step, or one seeded alike on every process, does); each process keeps rows ``rank::N`` of it
+    (``shard_batch(batch, rank, N)``, default :func:`energy_utils.distributed.shard`; the global batch must be
+    divisible by N), so N processes take the same optimizer step as one process on the global batch, up to
+    float rounding. Randomness drawn *inside* ``loss_fn`` is not split: put it in the batch for that
+    equivalence. The logged loss and extras are averaged over the processes, so the history is the global
+    batch's on every process. Rank 0 alone shows progress, writes ``scratch`` (each process' RNG state is kept,
+    so a run resumed with the same N continues identically), runs ``validate`` and decides when ``max_time_s``
+    has passed; its validation metrics, its stop decision and its learning rates are sent to the other
+    processes each step, so all of them stop together and time-based schedules cannot drift apart.
     """
     if n_steps < 0:
         raise ValueError("n_steps must be >= 0")
+    if autocast_dtype not in (None, torch.bfloat16):
+        raise ValueError(f"autocast_dtype must be None or torch.bfloat16 (float16 would need loss scaling), "
+                         f"got {autocast_dtype}")
     history = {"step": [], "loss": [], "extra": [], "val": [], "wall_time_s": 0.0, "resumed_from": 0}
     start = 0
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    if distributed.setup("nccl" if device.type == "cuda" else "gloo"):
+        rank, world = distributed.rank(), distributed.world_size()
+    else:
+        rank, world = 0, 1
+    main = rank == 0
+    split = shard_batch or distributed.shard
     state_path = Path(scratch) / "train_state.pt" if scratch is not None else None
     if state_path is not None and state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -63,43 +128,72 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
         history.pop("stopped_at", None)
         start = saved["step"]
         history["resumed_from"] = start
-        _set_rng_state(saved["rng"])
+        per_rank = saved.get("rng_ranks")
+        _set_rng_state(per_rank[rank] if per_rank is not None and len(per_rank) == world else saved["rng"])
+    net = _wrap_data_parallel(model) if world > 1 else model      # what loss_fn receives
 
     def save(step):
+        # every process calls save at the same steps: rank 0 gathers their RNG states and writes the file
         if state_path is None:
             return
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "history": history, "step": step, "rng": _rng_state()}, tmp)
-        tmp.replace(state_path)
+        rngs = distributed.gather_to_main(_rng_state()) if world > 1 else None
+        if main:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = state_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "history": history, "step": step, "rng": _rng_state(),
+                        **({"rng_ranks": rngs, "world_size": world} if world > 1 else {})}, tmp)
+            tmp.replace(state_path)
+        distributed.barrier()
 
     def run_validation(step):
-        model.eval()
-        with torch.no_grad():
-            metrics = {k: float(v) for k, v in validate(model).items()}
-        model.train()
+        metrics = None
+        if main:
+            model.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in validate(model).items()}
+        if world > 1:
+            metrics = distributed.from_main(metrics)
+        net.train()
         history["val"].append({"step": step, "wall_time_s": time.perf_counter() - t0, **metrics})
         if hasattr(scheduler, "observe"):
             scheduler.observe(next(iter(metrics.values())))
         return metrics
 
+    def sync_from_main(stop: bool) -> bool:
+        # rank 0's stop decision and learning rates, on every process
+        t = torch.tensor([float(stop)] + [g["lr"] for g in optimizer.param_groups], dtype=torch.float64,
+                         device=distributed.comm_device())
+        torch.distributed.broadcast(t, src=0)
+        values = t.tolist()
+        for g, lr in zip(optimizer.param_groups, values[1:]):
+            g["lr"] = lr
+        return values[0] > 0
+
     if getattr(scheduler, "done", False):
         n_steps = start
-    model.train()
+    net.train()
     t0 = time.perf_counter() - history["wall_time_s"]
     t_call = time.perf_counter()
     if validate is not None and start == 0 and n_steps > 0 and not history["val"]:
         run_validation(0)
-    bar = tqdm(range(start, n_steps), desc=desc, initial=start, total=n_steps, leave=False)
+    if world > 1:
+        sync_from_main(False)
+    bar = tqdm(range(start, n_steps), desc=desc, initial=start, total=n_steps, leave=False, disable=not main)
     for step in bar:
         batch = sample_batch(step)
-        out = loss_fn(model, batch)
+        if world > 1:
+            batch = split(batch, rank, world)
+        with _autocast(device, autocast_dtype):
+            out = loss_fn(net, batch)
         loss, extra = (out if isinstance(out, tuple) else (out, {}))
-        if not torch.isfinite(loss):
+        if autocast_dtype is not None:
+            loss = loss.float()
+        shown = distributed.mean_over_processes(loss) if world > 1 else loss
+        if not torch.isfinite(shown):
             save(step)
-            raise DivergenceError(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate or "
+            raise DivergenceError(f"{desc}: loss became {shown.item()} at step {step}; lower the learning rate or "
                                   f"check the data (last good state saved in {state_path})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,21 +203,28 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
         if scheduler is not None:
             scheduler.step()
         if step % log_every == 0 or step == n_steps - 1:
+            extra = {k: float(v) for k, v in extra.items()}
+            if world > 1 and extra:
+                means = distributed.mean_over_processes(torch.tensor(list(extra.values()), dtype=torch.float64))
+                extra = dict(zip(extra, means.tolist()))
             history["step"].append(step)
-            history["loss"].append(loss.item())
-            history["extra"].append({k: float(v) for k, v in extra.items()})
-            bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
+            history["loss"].append(shown.item())
+            history["extra"].append(extra)
+            bar.set_postfix(loss=f"{shown.item():.4g}", refresh=False)
         history["wall_time_s"] = time.perf_counter() - t0
         if validate is not None and ((step + 1) % validate_every == 0 or step == n_steps - 1):
             metrics = run_validation(step + 1)
-            bar.set_postfix(loss=f"{loss.item():.4g}", val=f"{next(iter(metrics.values())):.4g}", refresh=False)
+            bar.set_postfix(loss=f"{shown.item():.4g}", val=f"{next(iter(metrics.values())):.4g}", refresh=False)
             if getattr(scheduler, "done", False):
                 history["converged_at"] = step + 1
                 history["stopped_at"] = step + 1
                 break
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
-        if max_time_s is not None and time.perf_counter() - t_call >= max_time_s and step + 1 < n_steps:
+        stop = max_time_s is not None and time.perf_counter() - t_call >= max_time_s and step + 1 < n_steps
+        if world > 1:
+            stop = sync_from_main(stop)
+        if stop:
             history["stopped_at"] = step + 1
             break
     history["wall_time_s"] = time.perf_counter() - t0

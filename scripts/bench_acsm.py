@@ -1,41 +1,72 @@
 """Cost of A-CSM and of energy gradients (printed, never asserted).
 
-1. One training step with A-DSM + A-CSM over one with A-DSM alone (goal ≤ 1.15×): both use one
-   ``torch.autograd.grad`` call with ``create_graph=True`` (the dual step asks it for ∂U/∂log v too) and one
-   ``backward``.
-2. ∇_yU (a forward and a backward pass of the energy) over a plain denoiser forward of the same backbone
-   (D = y − Σ s_θ(y, Σ) under ``no_grad``), at inference.
+1. One training step with A-DSM + A-CSM ("dual") over one with A-DSM alone ("single"), goal ≤ 1.15×. Both
+   steps make one ``torch.autograd.grad`` call with ``create_graph=True`` (the dual step asks it for ∂U/∂log v
+   too) and one ``backward``; the dual step's extra work is the Σ-branch of the network (the log-variance
+   embeddings and the gains they feed), which only the covariance score differentiates, once in the
+   ``autograd.grad`` call and again (second order) in the ``backward``.
+2. ∇_yU (a forward and a backward pass of the energy) over a plain forward of the same backbone
+   (D = y − Σ s_θ(y, Σ) under ``no_grad``), and ∇_yU with ∂U/∂log v from one call over ∇_yU alone, at inference.
 
-Models: notebook 08's MNIST ``ImageEnergy`` (batch 32, 28×28) and its mixture ``VectorEnergy`` (d = 16, batch 256).
-Run: ``ENERGY_THREADS=1 .venv/bin/python scripts/bench_acsm.py`` (the numbers depend on the machine and its load).
+Models: notebook 08's MNIST ``ImageEnergy`` (batch 32, 28×28, half pixel- and half Fourier-type Σ) and its mixture
+``VectorEnergy`` (d = 16, batch 256). Setting: 1 torch thread (``--threads``), the variants interleaved round by
+round in alternating order (so that drifts in machine load hit both alike), 2 warm-up rounds discarded, medians
+over the rounds; a ratio is the median of the per-round ratios. Times are the process' CPU time on the CPU
+(other jobs on a shared machine then delay a step without counting in it; they still slow it through shared
+caches, which moves the ratios by a few per cent) and wall time after synchronisation on CUDA.
+
+    ENERGY_THREADS=1 .venv/bin/python scripts/bench_acsm.py [--rounds 10] [--threads 1]
+
+``rows()`` returns the headline numbers for ``scripts/bench.py``.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import torch
 
 from energy_utils.covariances import CovFamily
-from energy_utils.energy_models import ImageEnergy, VectorEnergy, energy_and_scores
+from energy_utils.energy_models import ImageEnergy, VectorEnergy, count_parameters, energy_and_scores
 from energy_utils.runtime import configure_threads, describe_hardware, pick_device
 from energy_utils.score_losses import score_matching_loss
 
 
-def timeit(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
+def _timed(fn) -> float:
+    """Seconds of one call: CPU time of this process on the CPU (what a busy shared machine does not inflate
+    by preempting us), wall time after a synchronisation on CUDA."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
         t0 = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
 
 
-def bench(name, model, x, cov, repeats):
+def interleaved(fns: dict, rounds: int, warmup: int = 2) -> dict:
+    """Run every function of ``fns`` once per round, in forward order on even rounds and reversed on odd ones;
+    return the per-round times of each (warm-up rounds dropped)."""
+    names = list(fns)
+    times = {k: [] for k in names}
+    for r in range(warmup + rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            t = _timed(fns[k])
+            if r >= warmup:
+                times[k].append(t)
+    return times
+
+
+def median_ratio(num: list, den: list) -> float:
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def measure(name: str, model, x: torch.Tensor, cov, rounds: int, inference: bool = True) -> dict:
+    """Median times (s) of the single and dual training steps (Adam, lr 1e-4) and, with ``inference``, of the
+    plain forward, ∇_yU and ∇_yU + ∂U/∂log v; with the median per-round ratios."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
 
@@ -47,44 +78,80 @@ def bench(name, model, x, cov, repeats):
             opt.step()
         return run
 
-    t_single = timeit(step(False), repeats)
-    t_dual = timeit(step(True), repeats)
-    y = x + cov.sample(1 if x.ndim == 2 else x.shape[1], g).to(x.device)
+    t = interleaved({"single": step(False), "dual": step(True)}, rounds)
+    out = {"name": name, "parameters": count_parameters(model), "batch": x.shape[0], "rounds": rounds,
+           "single": statistics.median(t["single"]), "dual": statistics.median(t["dual"]),
+           "step_ratio": median_ratio(t["dual"], t["single"])}
+    if inference:
+        y = x + cov.sample(1 if x.ndim == 2 else x.shape[1], g).to(x.device)
 
-    def grad_y():
-        energy_and_scores(model, y, cov, cov_score=False)
+        @torch.no_grad()
+        def plain():
+            y - cov.apply(model.s_theta(y, cov))
 
-    def grad_both():
-        energy_and_scores(model, y, cov, cov_score=True)
-
-    @torch.no_grad()
-    def plain():
-        y - cov.apply(model.s_theta(y, cov))
-
-    t_plain, t_gy, t_both = timeit(plain, repeats), timeit(grad_y, repeats), timeit(grad_both, repeats)
-    print(f"\n{name}  ({sum(p.numel() for p in model.parameters()):,} parameters, batch {x.shape[0]})")
-    print(f"  training step, A-DSM only        : {1e3 * t_single:8.1f} ms")
-    print(f"  training step, A-DSM + A-CSM     : {1e3 * t_dual:8.1f} ms   ratio {t_dual / t_single:.2f}x (goal <= 1.15x)")
-    print(f"  plain denoiser forward (no grad) : {1e3 * t_plain:8.1f} ms")
-    print(f"  grad_y U (forward + backward)    : {1e3 * t_gy:8.1f} ms   ratio {t_gy / t_plain:.2f}x over the plain forward")
-    print(f"  grad_y U and dU/dlog v, one call : {1e3 * t_both:8.1f} ms   ratio {t_both / t_gy:.2f}x over grad_y alone")
+        t = interleaved({"plain": plain, "grad_y": lambda: energy_and_scores(model, y, cov, cov_score=False),
+                         "both": lambda: energy_and_scores(model, y, cov, cov_score=True)}, rounds)
+        out.update({k: statistics.median(v) for k, v in t.items()})
+        out["grad_y_over_plain"] = median_ratio(t["grad_y"], t["plain"])
+        out["both_over_grad_y"] = median_ratio(t["both"], t["grad_y"])
+    return out
 
 
-def main():
-    configure_threads()
-    device = pick_device("auto")
-    print(f"device: {describe_hardware(device)}; torch {torch.__version__}")
+def run_all(rounds: int = 10, threads: int = 1, device: str = "auto") -> tuple[list[dict], str]:
+    """Both models; returns (results, setting)."""
+    threads = configure_threads(threads)
+    dev = pick_device(device)
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     fam = CovFamily(var_min=1e-4, var_max=1e3)
-    img = ImageEnergy().to(device)
+    img = ImageEnergy().to(dev)
     torch.nn.init.normal_(img.out.weight, std=0.01)
-    x = torch.rand(32, 1, 28, 28, generator=g).to(device)
-    bench("MNIST ImageEnergy", img, x, fam.sample(32, (1, 28, 28), g).to(device=device), repeats=8)
-    vec = VectorEnergy(16, width=128).to(device)
+    x = torch.rand(32, 1, 28, 28, generator=g).to(dev)
+    res = [measure("MNIST ImageEnergy", img, x, fam.sample(32, (1, 28, 28), g).to(device=dev), rounds)]
+    vec = VectorEnergy(16, width=128).to(dev)
     torch.nn.init.normal_(vec.out.weight, std=0.01)
-    x = torch.randn(256, 16, generator=g).to(device)
-    bench("mixture VectorEnergy d=16", vec, x, fam.sample(256, (16,), g).to(device=device), repeats=20)
+    x = torch.randn(256, 16, generator=g).to(dev)
+    res.append(measure("mixture VectorEnergy d=16", vec, x, fam.sample(256, (16,), g).to(device=dev), 3 * rounds,
+                       inference=False))
+    clock = "wall time" if torch.cuda.is_available() else "process CPU time"
+    setting = f"{describe_hardware(dev)}, torch {torch.__version__}, {clock}"
+    return res, setting
+
+
+def rows(rounds: int = 10, threads: int = 1, device: str = "auto") -> list[dict]:
+    """Headline rows {metric, setting, ours, goal} for scripts/bench.py."""
+    res, setting = run_all(rounds, threads, device)
+    out = []
+    for r in res:
+        where = f"{r['name']} ({r['parameters'] / 1e3:.0f}k parameters), batch {r['batch']}; {setting}; " \
+                f"median of {r['rounds']} interleaved rounds"
+        out.append({"metric": "A-DSM + A-CSM step / A-DSM step", "setting": where,
+                    "ours": f"{r['step_ratio']:.2f}x ({1e3 * r['dual']:.0f} / {1e3 * r['single']:.0f} ms)",
+                    "goal": "<= 1.15x"})
+        if "grad_y_over_plain" in r:
+            out.append({"metric": "grad_y U / plain denoiser forward (inference)", "setting": where,
+                        "ours": f"{r['grad_y_over_plain']:.2f}x", "goal": "reference: about 2-3x (forward + backward)"})
+            out.append({"metric": "grad_y U and dU/dlog v (one call) / grad_y U alone", "setting": where,
+                        "ours": f"{r['both_over_grad_y']:.2f}x", "goal": "reference: the extra Sigma-branch backward"})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    res, setting = run_all(args.rounds, args.threads, args.device)
+    print(f"setting: {setting}")
+    for r in res:
+        print(f"\n{r['name']}  ({r['parameters']:,} parameters, batch {r['batch']}, median of {r['rounds']} rounds)")
+        print(f"  training step, A-DSM only        : {1e3 * r['single']:8.1f} ms")
+        print(f"  training step, A-DSM + A-CSM     : {1e3 * r['dual']:8.1f} ms   ratio {r['step_ratio']:.2f}x (goal <= 1.15x)")
+        if "plain" in r:
+            print(f"  plain denoiser forward (no grad) : {1e3 * r['plain']:8.1f} ms")
+            print(f"  grad_y U (forward + backward)    : {1e3 * r['grad_y']:8.1f} ms   ratio {r['grad_y_over_plain']:.2f}x over the plain forward")
+            print(f"  grad_y U and dU/dlog v, one call : {1e3 * r['both']:8.1f} ms   ratio {r['both_over_grad_y']:.2f}x over grad_y alone")
 
 
 if __name__ == "__main__":
