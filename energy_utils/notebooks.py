@@ -12,11 +12,17 @@ Pitfalls designed out: the kernel is named explicitly (``python3``) and must be 
 interpreter; the working directory is explicit (``notebooks/``); injected parameter names are checked against
 the notebook's ``parameters`` cell (papermill itself only warns on a typo); notebooks run one at a time;
 tqdm is throttled so logs stay readable.
+
+Reproducible files: every executed notebook is written through :func:`normalize_notebook`, which gives each cell
+an id derived from its type and source (the same on every run) and drops the execution timestamps, durations
+and temporary paths that papermill and nbclient record. A re-run that computes the same numbers therefore
+rewrites the same bytes, and ``git diff`` shows only what changed.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import os
 import shutil
 import sys
@@ -29,6 +35,9 @@ from . import paths
 KERNEL = "python3"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
 REQUIRED_PARAMETERS = ("PROFILE", "SEED", "DEVICE", "RETRAIN")
+# Execution records that change on every run although the results do not (see normalize_notebook).
+VOLATILE_NOTEBOOK_METADATA = ("start_time", "end_time", "duration", "input_path", "output_path")   # metadata.papermill
+VOLATILE_CELL_METADATA = ("start_time", "end_time", "duration")                                    # cell.metadata.papermill
 
 
 def notebook_sources(selection: list[str] | None = None) -> list[Path]:
@@ -93,7 +102,8 @@ def check_kernel() -> None:
 
 def execute(py_path: Path, output_path: Path, parameters: dict, timeout: int | None = None,
             log_output: bool = False):
-    """Execute one notebook source with papermill and write the executed ``.ipynb`` to ``output_path``."""
+    """Execute one notebook source with papermill and write the executed, normalized ``.ipynb`` to
+    ``output_path`` (see :func:`normalize_notebook`); returns the notebook."""
     import nbformat
     import papermill
 
@@ -110,16 +120,66 @@ def execute(py_path: Path, output_path: Path, parameters: dict, timeout: int | N
         src = Path(tmp) / (py_path.stem + ".ipynb")
         nbformat.write(nb, src)
         try:
-            return papermill.execute_notebook(str(src), str(output_path), parameters=parameters, kernel_name=KERNEL,
-                                              language="python", cwd=str(paths.NOTEBOOK_DIR), progress_bar=False,
-                                              log_output=log_output, execution_timeout=timeout,
-                                              request_save_on_cell_execute=True)
+            papermill.execute_notebook(str(src), str(output_path), parameters=parameters, kernel_name=KERNEL,
+                                       language="python", cwd=str(paths.NOTEBOOK_DIR), progress_bar=False,
+                                       log_output=log_output, execution_timeout=timeout,
+                                       request_save_on_cell_execute=True)
+            return write_normalized(output_path)
         finally:
             for k, v in env_before.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def stable_cell_id(cell_type: str, source: str, taken: set[str]) -> str:
+    """A cell id that depends only on the cell's type and source (a counter tells identical cells apart)."""
+    base = hashlib.sha1(f"{cell_type}\n{source}".encode()).hexdigest()[:12]
+    cell_id, n = base, 1
+    while cell_id in taken:
+        n += 1
+        cell_id = f"{base}-{n}"
+    taken.add(cell_id)
+    return cell_id
+
+
+def normalize_notebook(nb):
+    """Make an executed notebook's file depend only on its cells and outputs (modifies ``nb`` and returns it).
+
+    Cell ids become :func:`stable_cell_id` (jupytext and papermill draw random ones); papermill's start/end
+    times, durations and temporary input/output paths and nbclient's ``execution`` timestamps are removed.
+    Outputs, execution counts, tags, parameters and each cell's papermill status are kept.
+    """
+    pm = nb.metadata.get("papermill")
+    if pm is not None:
+        for key in VOLATILE_NOTEBOOK_METADATA:
+            pm.pop(key, None)
+    taken: set[str] = set()
+    for cell in nb.cells:
+        cell["id"] = stable_cell_id(cell.cell_type, cell.source, taken)
+        cell.metadata.pop("execution", None)
+        cell_pm = cell.metadata.get("papermill")
+        if cell_pm is not None:
+            for key in VOLATILE_CELL_METADATA:
+                cell_pm.pop(key, None)
+    return nb
+
+
+def write_normalized(path: Path):
+    """Rewrite the notebook file at ``path`` through :func:`normalize_notebook`; returns the notebook."""
+    import nbformat
+
+    nb = normalize_notebook(nbformat.read(path, as_version=4))
+    nbformat.write(nb, path)
+    return nb
+
+
+def inline_figures(nb) -> list[str]:
+    """Names of the figures shown inline by ``Report.save_figure`` (``image/png`` outputs tagged with a figure
+    name), in output order."""
+    return [out.get("metadata", {}).get("figure") for cell in nb.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
 
 
 def _cells(nb) -> list[tuple[str, str]]:

@@ -11,7 +11,9 @@ batch, wall time and hardware, and whether the curve has flattened (``meta["conv
     python -m energy_utils.recipes train 03_bf_unet_mnist --hours 3 [--profile full] [--threads 1]
 
 Notebooks load the checkpoint and report ``meta["converged"]``; a notebook with ``RETRAIN=True`` calls
-:func:`train` with no time limit.
+:func:`train` with no time limit. Under ``torchrun --nproc_per_node N -m energy_utils.recipes train NAME``
+each process trains on its rows of every batch (:mod:`energy_utils.distributed`) and rank 0 alone reads and
+writes the state and the checkpoint.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoints, data, denoisers, networks, paths
+from . import data, denoisers, distributed, networks, paths
 from .runtime import configure_threads, describe_hardware, pick_device
 
 
@@ -42,6 +44,7 @@ class Recipe:
 # ---------------------------------------------------------------------------------------------- MNIST denoiser
 MNIST_SIGMA_RANGE = (0.0, 0.4)    # σ ∈ [0, 100/255], the range of KS2021's released MNIST BF-CNN
 MNIST_UNET = dict(widths=(32, 64, 128), blocks=2)
+SMOKE_STEPS = 24                  # the smoke profile's budget (checks the code path, not the model)
 MNIST_UNET_TRAIN = dict(batch=64, lr=1e-3, max_steps=200_000, validate_every=500,
                         plateau=dict(patience=4, factor=0.5, max_reductions=3, rel_tol=0.005, warmup=200))
 
@@ -49,13 +52,11 @@ MNIST_UNET_TRAIN = dict(batch=64, lr=1e-3, max_steps=200_000, validate_every=500
 def _mnist_unet_train(model, scratch, max_time_s, smoke=False):
     t = MNIST_UNET_TRAIN
     train, val = data.load_mnist("fit"), data.load_mnist("val")
-    if smoke:
-        train, val = data.Digits(train.images[:512], train.labels[:512], train.source), \
-            data.Digits(val.images[:64], val.labels[:64], val.source)
+    steps, batch, every = (SMOKE_STEPS, 8, 8) if smoke else (t["max_steps"], t["batch"], t["validate_every"])
+    val_images = val.images[:32] if smoke else val.images
     return denoisers.train_blind_denoiser(
-        model, train.images, MNIST_SIGMA_RANGE, 60 if smoke else t["max_steps"], 16 if smoke else t["batch"],
-        t["lr"], seed=0, augment=False, scratch=scratch, desc="mnist unet", checkpoint_every=t["validate_every"],
-        val_data=val.images, validate_every=20 if smoke else t["validate_every"], plateau=t["plateau"],
+        model, train.images, MNIST_SIGMA_RANGE, steps, batch, t["lr"], seed=0, augment=False, scratch=scratch,
+        desc="mnist unet", checkpoint_every=every, val_data=val_images, validate_every=every, plateau=t["plateau"],
         max_time_s=max_time_s)
 
 
@@ -91,16 +92,21 @@ def train(name: str, profile: str = "full", device: str | torch.device = "auto",
     (model in eval mode, meta). A recipe whose curve has already flattened returns at once."""
     recipe = get(name)
     smoke = (profile == "smoke") if smoke is None else smoke
-    device = pick_device(device) if isinstance(device, str) else device
+    if distributed.is_distributed():        # under torchrun: one process per device (see energy_utils.distributed)
+        device = distributed.local_device()
+    else:
+        device = pick_device(device) if isinstance(device, str) else device
     torch.manual_seed(0)
     model = recipe.build().to(device)
     scratch = paths.scratch_dir(profile, name)
     work, store = scratch / "train_state.pt", state_path(name, profile)
-    if store != work and store.exists():
+    main = distributed.is_main()
+    if main and store != work and store.exists():
         shutil.copyfile(store, work)
+    distributed.barrier()
     t0 = time.perf_counter()
     history = recipe.train(model, scratch, max_time_s, smoke)
-    if store != work and work.exists():
+    if main and store != work and work.exists():
         store.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work, store)
     steps = history.get("stopped_at", history["step"][-1] + 1 if history["step"] else 0)
@@ -109,7 +115,9 @@ def train(name: str, profile: str = "full", device: str | torch.device = "auto",
             "this_call_s": time.perf_counter() - t0, "val": history["val"],
             "loss": {"step": history["step"][::10], "value": history["loss"][::10]},
             "data": recipe.data_source(), "parameters": networks.count_parameters(model)}
-    denoisers.save_denoiser(name, model, meta, profile)
+    if main:
+        denoisers.save_denoiser(name, model, meta, profile)
+    distributed.barrier()
     return model.eval(), meta
 
 
@@ -129,10 +137,12 @@ def main(argv=None):
             print(f"{r.name}: {r.summary}")
         return
     configure_threads(args.threads)
+    distributed.setup()                      # a no-op unless started by torchrun
     _, meta = train(args.name, args.profile, args.device, None if args.hours is None else 3600 * args.hours)
     last = meta["val"][-1] if meta["val"] else {}
-    print(f"{args.name}: {meta['steps']} steps, {meta['wall_time_s'] / 3600:.2f} h, converged={meta['converged']}, "
-          f"last validation {last}")
+    if distributed.is_main():
+        print(f"{args.name}: {meta['steps']} steps, {meta['wall_time_s'] / 3600:.2f} h, "
+              f"converged={meta['converged']}, last validation {last}")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@ A notebook creates one :class:`Report`, records its key numbers, tables and chec
 figures through :meth:`Report.save_figure`, and ends with :meth:`Report.finish`, which writes
 ``results/NN_topic.json`` and raises if a check failed (so papermill marks the run as failed).
 
-Every figure is saved as PNG and PDF under ``figures/`` with a stable name; its caption is stored in the
-notebook's results JSON. The figure catalog (``figures/catalog.json`` and ``figures/README.md``, which readers
+Every figure is saved as PNG and PDF under ``figures/`` with a stable name and deterministic bytes; its caption
+is stored in the notebook's results JSON. Inside a Jupyter kernel (papermill, nbval, Jupyter) the report also
+shows what it records: each saved figure inline (an ``image/png`` output whose metadata names the figure) and
+each table as a rendered DataFrame (once: not again when the cell itself ends with it). Creating a :class:`Report` applies the common figure style
+(:mod:`energy_utils.style`). The figure catalog (``figures/catalog.json`` and ``figures/README.md``, which readers
 open) is rebuilt from all results JSONs whenever a notebook writes its own, so it never holds stale entries
 and needs no shared mutable state between notebooks.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import math
 import operator
@@ -23,10 +27,65 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import paths
+from . import paths, style
 from .runtime import check_profile, describe_hardware
 
 _COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+# How Report.table shows a long table in a notebook (the results JSON keeps every row).
+TABLE_DISPLAY_OPTIONS = ("display.max_rows", 40, "display.min_rows", 20, "display.max_columns", 30)
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (papermill, nbval, Jupyter), False in a plain Python process or script run."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+_tables_to_show: list = []   # tables Report.table recorded in the running cell, shown when the cell ends
+
+
+def show_recorded_tables(result=None) -> None:
+    """IPython ``post_run_cell`` hook: display, as DataFrames, the tables recorded in the cell that just ran.
+
+    A table that is the cell's own result (``report.table("t", df)`` ... ``df`` on the cell's last line) is
+    skipped, because IPython has just shown it; so is a table recorded twice. Registered by :meth:`Report.table`.
+    """
+    import pandas as pd
+    from IPython.display import display
+
+    cell_result = getattr(result, "result", None)
+    pending, shown = list(_tables_to_show), []
+    _tables_to_show.clear()
+    for rows in pending:
+        if rows is cell_result or any(rows is s for s in shown):
+            continue
+        shown.append(rows)
+        with pd.option_context(*TABLE_DISPLAY_OPTIONS):
+            display(as_frame(rows))
+
+
+def _show_tables_when_the_cell_ends() -> None:
+    from IPython import get_ipython
+
+    events = get_ipython().events
+    if show_recorded_tables not in events.callbacks["post_run_cell"]:
+        events.register("post_run_cell", show_recorded_tables)
+
+
+def as_frame(rows: Any):
+    """A table as a pandas DataFrame: a DataFrame as is, a list of dicts row by row, a dict of columns or of
+    scalars (one row)."""
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        return rows
+    if isinstance(rows, dict) and not all(isinstance(v, (list, tuple, np.ndarray)) for v in rows.values()):
+        return pd.DataFrame([rows])
+    return pd.DataFrame(rows)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -76,6 +135,7 @@ class Report:
         self.figures: list[dict] = []   # {"name", "caption"}
         self._t0 = time.perf_counter()
         self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        style.apply()
 
     # -- recording -------------------------------------------------------------------------------------
     def record_data(self, role: str, source: str) -> None:
@@ -87,9 +147,16 @@ class Report:
         self.values[key] = to_jsonable(value)
         return value
 
-    def table(self, key: str, rows: Any) -> Any:
-        """Record a table (a DataFrame or a list of dicts) under ``tables``."""
+    def table(self, key: str, rows: Any, show: bool = True) -> Any:
+        """Record a table (a DataFrame or a list of dicts) under ``tables``.
+
+        Inside a kernel the table is also displayed as a DataFrame at the end of the cell (after its other
+        outputs), unless the cell's last expression is this same object, which IPython shows anyway; see
+        :func:`show_recorded_tables`. ``show=False`` records only (e.g. when the cell shows its own view)."""
         self.tables[key] = to_jsonable(rows)
+        if show and in_kernel():
+            _show_tables_when_the_cell_ends()
+            _tables_to_show.append(rows)
         return rows
 
     def check(self, name: str, value: float, threshold: float, comparison: str = "<=", note: str = "") -> bool:
@@ -108,16 +175,26 @@ class Report:
         return passed
 
     # -- figures ---------------------------------------------------------------------------------------
-    def save_figure(self, fig, name: str, caption: str, dpi: int = 150) -> Path:
-        """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` and add it to the figure catalog."""
+    def save_figure(self, fig, name: str, caption: str, dpi: int = style.SAVE_DPI) -> Path:
+        """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` (same bytes for the same figure) and add it to the
+        figure catalog. Inside a kernel, also display it inline (at ``style.FIGURE_DPI``; the output's metadata
+        holds ``{"figure": name}``) and close it, so the notebook shows each saved figure exactly once."""
         if not name.startswith(self.name.split("_")[0] + "_"):
             raise ValueError(f"figure name {name!r} must start with the notebook number, e.g. {self.name.split('_')[0]}_...")
         out = paths.figures_dir(self.profile)
         out.mkdir(parents=True, exist_ok=True)
         png = out / f"{name}.png"
-        fig.savefig(png, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-        fig.savefig(out / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None, "Producer": None})
+        fig.savefig(png, dpi=dpi, bbox_inches="tight", metadata=style.PNG_METADATA)
+        fig.savefig(out / f"{name}.pdf", bbox_inches="tight", metadata=style.PDF_METADATA)
         self.figures = [f for f in self.figures if f["name"] != name] + [{"name": name, "caption": caption}]
+        if in_kernel():
+            import matplotlib.pyplot as plt
+            from IPython.display import Image, display
+
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=style.FIGURE_DPI, bbox_inches="tight", metadata=style.PNG_METADATA)
+            display(Image(data=buf.getvalue(), format="png"), metadata={"figure": name})
+            plt.close(fig)   # else the inline backend would show it a second time at the end of the cell
         return png
 
     # -- output ----------------------------------------------------------------------------------------

@@ -242,6 +242,7 @@ pd.DataFrame(train_log).tail(12) if train_log else None
 # are several. IRED's printed IREM and feedforward rows (20×20) sit beside ours.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 IRED = {"addition": {"irem": (0.0003, 0.0021), "feedforward": (0.0448, 0.7029)},
         "lowrank": {"irem": (0.0183, 0.2074), "feedforward": (0.0203, 0.2720)},
         "inverse": {"irem": (0.0108, 0.2083), "feedforward": (0.0112, 0.2150)}}
@@ -336,6 +337,7 @@ claims
 # full run and say so here; every comparison the reference makes is in `continuous_claims` either way.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 for _, c in claims.iterrows():
     if c.vs == "trivial:zero":
         report.check(f"IREM beats predict-zero: {c.task} {c.split} (MSE ratio)", c.ratio, 1.0, "<")
@@ -362,6 +364,7 @@ for name in CONTINUOUS:
 # MSE and accuracy (components: thresholded at ½; edge copy and shortest path: fraction of entries within 0.1).
 
 # %%
+# NBVAL_CHECK_OUTPUT
 table_graph = main_table(list(GRAPH))
 table_graph_acc = main_table(list(GRAPH), "acc")
 report.table("graph_mse", summary[summary.task.isin(GRAPH)])

@@ -92,6 +92,7 @@ print(device, {k: v[1]["checkpoint"] for k, v in energies.items()})
 # generator) and asks for *identical* tensors: not close, equal.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 def ks_start(shape, seed, operator=None, measurement=None):
     """y₀ ~ N(0.5 (I − MMᵀ)e + M x_c, I) drawn exactly as ks_sample draws it, and the generator after the draw."""
     g = torch.Generator().manual_seed(seed)
@@ -272,6 +273,7 @@ plt.show()
 # compare NFE and PSNR with the native rule.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 cross = []
 for name, (E, meta) in energies.items():
     task = TASKS[name]
@@ -297,6 +299,7 @@ report.table("cross_ks_schedule_on_irem", table_cross_irem)
 table_cross_irem
 
 # %%
+# NBVAL_CHECK_OUTPUT
 xr = mnist_test.images[100: 100 + cfg["n_recon"]].to(device)
 op = operators.RandomPixels((1, 28, 28), 0.2, torch.Generator().manual_seed(SEED + 3)).to(device)
 xc = op.M_T(xr)
@@ -323,6 +326,7 @@ table_cross_den
 # The cell below states, from the numbers above, which of the seed's claims held in this run.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 best_ks = table_cross_irem[table_cross_irem.rule.str.startswith("KS")].groupby(["task", "split"]).mse.min()
 native_irem = table_cross_irem[table_cross_irem.rule.str.startswith("IREM native")].set_index(["task", "split"]).mse
 ks_helps = (best_ks.reindex(native_irem.index) < 0.95 * native_irem).to_dict()     # a 5% margin, not noise

@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault("ENERGY_OUTPUT_DIR", tempfile.mkdtemp(prefix="energy_test_outputs_"))
 os.environ.setdefault("ENERGY_THREADS", "2")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# nbval's kernels draw with the backend of the papermill runner (energy_utils.notebooks), so the figures they
+# save are the ones a full run saves.
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 @pytest.fixture
