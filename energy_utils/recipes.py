@@ -101,8 +101,8 @@ def train(name: str, profile: str = "full", device: str | torch.device = "auto",
     scratch = paths.scratch_dir(profile, name)
     work, store = scratch / "train_state.pt", state_path(name, profile)
     main = distributed.is_main()
-    if main and store != work and store.exists():
-        shutil.copyfile(store, work)
+    if main and store != work and store.exists() and (not work.exists() or store.stat().st_mtime > work.stat().st_mtime):
+        shutil.copyfile(store, work)           # the committed state, unless this machine's scratch state is newer
     distributed.barrier()
     t0 = time.perf_counter()
     history = recipe.train(model, scratch, max_time_s, smoke)
