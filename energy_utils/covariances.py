@@ -180,6 +180,27 @@ class DiagCov:
         """log det Σ per sample, (B,): C · Σ_i log v_i (the eigenvalues are v in either basis)."""
         return n_channels * self.log_var.flatten(1).sum(1)
 
+    def logdet_plus(self, data_cov, n_channels: int = 1) -> torch.Tensor:
+        """log det(C + Σ) per sample, (B,), differentiable in ``log_var``.
+
+        ``data_cov``: a number c ≥ 0 (C = cI, in either basis C + Σ has eigenvalues c + v_i, so the result is
+        n_channels · Σ_i log(c + v_i)) or a dense (d, d) matrix, d = n_channels · n_coords (Σ is built densely,
+        so small d only). ½ log det(C + Σ) is the log-normaliser of N(m, C + Σ), the noisy density of a
+        Gaussian prior with covariance C."""
+        if not torch.is_tensor(data_cov) or data_cov.ndim == 0:
+            c = float(data_cov)
+            if c < 0:
+                raise ValueError(f"a scalar data covariance must be >= 0, got {c}")
+            return n_channels * torch.log(c + self.var).flatten(1).sum(1)
+        C = data_cov.to(dtype=self.log_var.dtype, device=self.log_var.device)
+        d = n_channels * self.n_coords
+        if C.shape != (d, d):
+            raise ValueError(f"data_cov must be ({d}, {d}) for {n_channels} channel(s) of {self.n_coords} coordinates, "
+                             f"got {tuple(C.shape)}")
+        M = C + self.dense(n_channels)
+        L = torch.linalg.cholesky(0.5 * (M + M.transpose(1, 2)))      # raises if C + Σ is not positive definite
+        return 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+
     def sample(self, n_channels: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         """ε ~ N(0, Σ), one draw per covariance: shape (B, d) or (B, C, H, W)."""
         shape = (self.batch_size, *self.map_shape) if self.log_var.ndim == 2 else \

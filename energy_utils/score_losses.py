@@ -24,6 +24,11 @@ That constant comes from a large isotropic anchor Σ_ref = tI, where p(y | Σ_re
 and log p_θ(y | Σ) = −U_θ(y, Σ) − c. Log-ratios log p(y|Σ₁) − log p(y|Σ₂) (:func:`log_ratio`) and posterior
 ratios log p(x₁|y) − log p(x₂|y) (:func:`posterior_log_ratio`) do not need c at all.
 
+Whether the result is normalised can be tested without an exact density: :func:`noise_entropy_excess` (the
+cross-entropy on y = x + ε can never fall below the entropy of the noise ε alone) and :func:`importance_log_z`
+(log ∫exp(−U − c) by importance sampling, e.g. from the Gaussian control N(μ, C + Σ)). The fair A-DSM-only
+control adds an analytic log-normaliser ½ log det(C + Σ) to the energy (:class:`GaussianLogdetOffset`).
+
 Precision: under bf16 autocast (``training.fit(..., autocast_dtype=torch.bfloat16)``) the networks' matrix
 products and convolutions run in bf16, but U, ∇_yU, ∂U/∂log v and both residuals stay float32: y and log v are
 float32 autograd leaves, so their gradients come back in float32; the energy networks recombine their bf16
@@ -148,6 +153,69 @@ def log_prob(model, y: torch.Tensor, cov: DiagCov, c, batch_size: int = 512) -> 
     u = energies(model, y, cov, batch_size).double()
     cc = _constant_per_sample(c, cov)
     return -u - (cc.to(u.device) if torch.is_tensor(cc) else cc)
+
+
+class GaussianLogdetOffset(torch.nn.Module):
+    """U(y, Σ) + ½ log det(C + Σ): an energy with the Σ-dependent log-normaliser of N(m, C + Σ) added at
+    evaluation time (``C`` a number, C = cI, or a dense (d, d) matrix, see :meth:`DiagCov.logdet_plus`).
+
+    A-DSM leaves U free up to an additive c(Σ). An energy that starts at the Gaussian ½yᵀ(C₀ + Σ)⁻¹y (as
+    :class:`~energy_utils.energy_models.VectorEnergy` does with C₀ = I) but has no log-det term is missing
+    ½ log det(C₀ + Σ) even when its shape is right; adding it analytically gives the fair A-DSM-only control
+    that A-CSM has to beat: ½ log det(I + Σ) (the model's own Gaussian start) or ½ log det(C_x + Σ) (the
+    normaliser of the Gaussian with the data covariance C_x)."""
+
+    def __init__(self, model: torch.nn.Module, data_cov):
+        super().__init__()
+        self.model = model
+        self.data_cov = data_cov
+
+    def forward(self, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:
+        u = self.model(y, cov)
+        return u + 0.5 * cov.logdet_plus(self.data_cov, cov.channels(y)).to(u.dtype)
+
+    energy = forward
+
+
+@torch.no_grad()
+def importance_log_z(model, cov: DiagCov, y: torch.Tensor, log_q: torch.Tensor, c=0.0,
+                     batch_size: int = 512) -> dict:
+    """log ∫ exp(−U_θ(y, Σ) − c) dy for one Σ by importance sampling from a proposal q.
+
+    ``cov``: one covariance (batch 1, or already one per row of ``y``); ``y`` (n, ...) drawn from q and
+    ``log_q`` (n,) their log-densities; ``c`` a float or the per-basis dict of :func:`normalization_constants`
+    (c = 0 estimates log ∫exp(−U)). With log-weights l_i = −U(y_i) − c − log q(y_i):
+
+        log Ẑ = log mean_i exp(l_i),   ESS = (Σ_i w_i)² / Σ_i w_i²,   stderr ≈ sqrt(1/ESS − 1/n).
+
+    0 for a normalised model (with its constant). The stderr is the delta-method one and is itself unreliable
+    when the ESS is small; and E[log Ẑ] ≤ log Z (Jensen), so a small ESS biases the estimate *down*: an estimate
+    far above 0 still shows that p_θ(·|Σ) integrates to more than 1. Returns
+    ``{"log_z", "ess", "ess_fraction", "stderr", "n", "log_weights"}``."""
+    n = y.shape[0]
+    covs = cov.expand_batch(n) if cov.batch_size == 1 else cov
+    if covs.batch_size != n or log_q.shape != (n,):
+        raise ValueError(f"need one covariance (or {n}) and {n} proposal log-densities")
+    lw = log_prob(model, y, covs, c, batch_size).cpu() - log_q.double().cpu()
+    log_z = (torch.logsumexp(lw, 0) - math.log(n)).item()
+    w = torch.softmax(lw, 0)
+    ess = 1.0 / w.pow(2).sum().item()
+    return {"log_z": log_z, "ess": ess, "ess_fraction": ess / n, "stderr": math.sqrt(max(1.0 / ess - 1.0 / n, 0.0)),
+            "n": n, "log_weights": lw}
+
+
+def noise_entropy_excess(log_density, x: torch.Tensor, cov: DiagCov,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample −log p(y | Σ) − (−log N(ε; 0, Σ)) with y = x + ε, ε ~ N(0, Σ); shape (B,), nats.
+
+    Its mean is CE − h(N(0, Σ)), the cross-entropy of the density ``log_density(y, cov)`` (a callable
+    returning log p, (B,)) on y minus the entropy of the noise alone. For independent x and ε, h(y) ≥ h(ε),
+    and CE ≥ h(y) for any normalised density (Gibbs), so the mean is ≥ 0 for every normalised model: a
+    one-sided test of normalisation that needs no exact density. Pairing each y with its own noise's
+    log-density leaves the mean unchanged and removes most of the variance (both grow like ‖ε‖²)."""
+    eps = cov.sample(cov.channels(x), generator).to(device=x.device, dtype=x.dtype)
+    y = x + eps
+    return -log_density(y, cov).double().cpu() - cov.gaussian_nll(eps).double().cpu()
 
 
 def log_ratio(model, y: torch.Tensor, cov1: DiagCov, cov2: DiagCov, batch_size: int = 512) -> torch.Tensor:

@@ -20,15 +20,19 @@
 # 1. A network energy U_θ(y, Σ) = ½⟨y, s_θ(y, Σ)⟩ conditioned on a pixel- or Fourier-diagonal noise covariance,
 #    trained with **A-DSM** (Σ-whitened denoising score matching) *plus* **A-CSM** (regressing v·∂U/∂v on the
 #    covariance-score target ½(1 − ε̃²)), equals −log p(y | Σ) up to **one** constant for every Σ, so one
-#    isotropic anchor normalises it.
-# 2. A-DSM alone cannot: it leaves an arbitrary Σ-dependent offset.
+#    isotropic anchor normalises it. (We find one constant *per basis*: section 2b.)
+# 2. A-DSM alone cannot: it leaves an arbitrary Σ-dependent offset. Part of that offset is analytic, so the
+#    fair A-DSM-only control adds a Gaussian log-normaliser ½ log det(C + Σ) by hand (section 2).
 # 3. A-CSM costs nothing in denoising quality (the paper's dual-vs-single MMSE plots), and the normalised
 #    model scores data above corrupted and out-of-distribution inputs.
 #
 # **The test that settles claim 1** — the reviewer's question in `../shared/seeds/acsm-review.txt` ("compare the
 # model's density values against exact normalized densities … on a simple linear inverse problem") — is run on
 # Gaussian mixtures, whose log p(y | Σ) is exact for every Σ (`energy_utils.densities`), in d = 2 and d = 16,
-# with pixel- and Fourier-diagonal Σ, for Σ inside and outside the training family.
+# with pixel- and Fourier-diagonal Σ, for Σ inside and outside the training family. Two normalisation tests
+# that need no exact density (a one-sided entropy bound and an importance-sampled log Z) are validated on the
+# mixtures and then applied to MNIST (section 3), where the learned energies are also compared with the
+# Gaussian (linear-MMSE) control.
 #
 # **What differs from the paper** (scale and deliberate fixes; details next to each number):
 # MLP energies on mixtures and a 0.15 M-parameter UNet on MNIST trained for minutes on one CPU thread, instead
@@ -49,6 +53,7 @@ MNIST_MAX_MINUTES = 9.0   # wall-time cap per MNIST training (full profile, RETR
 
 # %%
 import math
+import operator
 import time
 
 import matplotlib.pyplot as plt
@@ -57,27 +62,32 @@ import pandas as pd
 import torch
 
 from energy_utils import checkpoints
+from energy_utils.controls import GaussianPrior, prior_mean_fill
 from energy_utils.covariances import (CovFamily, DiagCov, box_var, gaussian_kernel, half_var, kernel_spectrum,
                                       log_uniform, power_law_spectrum, random_pixel_var, regularized_inverse_spectrum)
 from energy_utils.data import load_image_set, load_mnist
-from energy_utils.densities import GaussianMixture, random_mixture
+from energy_utils.densities import GaussianMixture, NoiseCov, random_mixture
 from energy_utils.energy_models import (ImageEnergy, MixtureEnergy, VectorEnergy, count_parameters, denoise,
                                         energy_and_scores)
-from energy_utils.paths import scratch_dir
-from energy_utils.reporting import Report
+from energy_utils.operators import PixelMask
+from energy_utils.reporting import Report, in_kernel
 from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
-from energy_utils.score_losses import (acsm_target, anchor_entropy, bits_per_dim, energies, exact_density_errors,
-                                       log_prob, normalization_constants, score_matching_loss)
+from energy_utils.score_losses import (GaussianLogdetOffset, acsm_target, anchor_entropy, bits_per_dim, energies,
+                                       exact_density_errors, importance_log_z, log_prob, noise_entropy_excess,
+                                       normalization_constants, score_matching_loss)
 from energy_utils.training import BudgetCosineLR, fit
 
 configure_threads()
 gen = seed_everything(SEED)
 device = pick_device(DEVICE)
 cfg = pick_profile({
-    "smoke": dict(oracle_n=4000, gm_sigmas=6, gm_ny=100, gm_anchor=2000, mn_test=64, mn_mse=32, mn_blind=12,
-                  gm_steps={"d2": 40, "d16": 40}, mn_steps=30, mn_minutes=1.0),
-    "full": dict(oracle_n=40000, gm_sigmas=24, gm_ny=400, gm_anchor=8000, mn_test=1000, mn_mse=256, mn_blind=64,
-                 gm_steps={"d2": 3000, "d16": 4000}, mn_steps=4000, mn_minutes=MNIST_MAX_MINUTES),
+    "smoke": dict(oracle_n=4000, gm_sigmas=6, gm_ny=100, gm_anchor=2000, gm_is=2000, gm_grid=201, mn_test=64,
+                  mn_mse=32, mn_blind=12, mn_is=64, mn_gap=32, mse_vars=[1e-2, 1.0, 10.0],
+                  gap_levels=[1e-3, 1e-1, 1e1, 1e3], gm_steps={"d2": 40, "d16": 40}, mn_steps=30, mn_minutes=1.0),
+    "full": dict(oracle_n=40000, gm_sigmas=24, gm_ny=400, gm_anchor=8000, gm_is=20000, gm_grid=401, mn_test=1000,
+                 mn_mse=256, mn_blind=64, mn_is=2000, mn_gap=256, mse_vars=[1e-3, 1e-2, 0.1, 1.0, 3.16, 10.0],
+                 gap_levels=[1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3], gm_steps={"d2": 3000, "d16": 4000},
+                 mn_steps=4000, mn_minutes=MNIST_MAX_MINUTES),
 }, PROFILE)
 TRAINED_FULL = (not RETRAIN) or PROFILE == "full"    # quality checks only make sense for full-budget models
 report = Report("08_normalized_energy", PROFILE, SEED, device,
@@ -173,8 +183,21 @@ report.check("released Fourier target disagrees with the exact spectral score: |
 # regularised inverses. The **same** network and the same batches are trained twice: A-DSM only ("single") and
 # A-DSM + A-CSM ("dual", with the paper's weights 1/d and 1/d²), 3,000 (d = 2) and 4,000 (d = 16) Adam steps of
 # batch 256. Each is normalised at the isotropic anchor 1e3·I (once per basis) and compared with
-# the exact log p(y|Σ) on Σ drawn from the training family and from three others: i.i.d. per-coordinate
-# variances, power-law spectra S_k ∝ (1+|k|)^α, and isotropic Σ.
+# the exact log p(y|Σ).
+#
+# **Fair A-DSM-only controls.** The energy starts at the Gaussian ½yᵀ(I + Σ)⁻¹y (the `VectorEnergy`
+# preconditioner) *without* its log-normaliser, so part of the single model's offset is the missing
+# ½ log det(I + Σ), which A-DSM cannot see. Two controls add a Gaussian log-normaliser to the committed single
+# model at evaluation time (`GaussianLogdetOffset`), then go through the same anchor normalisation:
+# **single + ½ log det(I + Σ)** (the model's own Gaussian start) and **single + ½ log det(C_x + Σ)** (the
+# normaliser of the Gaussian with the data covariance C_x). A-CSM has to beat these, not the uncorrected model.
+#
+# **Σ sets and what is new to the network.** The training family contains isotropic Σ (a box of side d, a
+# half mask of 0 or d rows, a flat spectrum) and, in d = 2, every pair of independent pixel variances (a half
+# mask of one row with independent levels). So we report three groups: **in-family** (Σ drawn from the
+# training family, plus in d = 2 the i.i.d. pixel variances), **new families** (i.i.d. per-coordinate
+# variances in d = 16, power-law spectra S_k = σ²(1 + |k|)^α with α ~ U[−2, 2] in both d), and **isotropic**
+# Σ on its own (in the family, listed apart because it is where the anchors live).
 
 # %%
 GM_VAR = (1e-3, 1e3)
@@ -266,6 +289,21 @@ report.value("gm_training", {f"{k}_{'dual' if du else 'single'}": {kk: v[kk] for
 
 
 # %%
+ORACLE, SINGLE, SINGLE_I, SINGLE_C, DUAL = ("exact + const (oracle)", "single (A-DSM)", "single + ½logdet(I+Σ)",
+                                            "single + ½logdet(C_x+Σ)", "dual (A-DSM + A-CSM)")
+ARMS = (ORACLE, SINGLE, SINGLE_I, SINGLE_C, DUAL)
+CONTROLS = (SINGLE_I, SINGLE_C)
+
+
+def mixture_moments(mixture):
+    """Mean and covariance C_x of a Gaussian mixture (exact)."""
+    w, m = mixture.weights, mixture.means
+    mean = w @ m
+    second = torch.einsum("k,kij->ij", w, mixture.covs + m[:, :, None] * m[:, None, :])
+    cov = second - mean[:, None] * mean[None, :]
+    return mean, 0.5 * (cov + cov.T)
+
+
 def sigma_sets(d, n, g):
     return {
         "training family": GM_FAM.sample(n, (d,), g, torch.float64),
@@ -275,22 +313,34 @@ def sigma_sets(d, n, g):
     }
 
 
+def family_status(d, set_name):
+    if set_name == "training family" or (set_name == "i.i.d. pixel variances" and d == 2):
+        return "in-family"
+    return "isotropic" if set_name == "isotropic" else "new family"
+
+
+gm_arms, gm_consts, gm_sets, gm_moments = {}, {}, {}, {}
 g_ev = torch.Generator().manual_seed(SEED + 99)
+g_ctl = torch.Generator().manual_seed(SEED + 98)       # the controls' anchors: their own stream
 gm_rows, gm_raw = [], {}
 for key in GM_SETUPS:
     mixture, d = gm_mix[key], GM_SETUPS[key]["d"]
+    gm_moments[key] = mixture_moments(mixture)
     x_anchor = mixture.sample(cfg["gm_anchor"], g_ev)
-    exact = MixtureEnergy(mixture, offset=5.0)            # the exact energy shifted by an arbitrary constant
-    candidates = {"exact + const (oracle)": exact, "single (A-DSM)": gm_models[(key, False)],
-                  "dual (A-DSM + A-CSM)": gm_models[(key, True)]}
-    consts = {name: normalization_constants(m, x_anchor, ANCHOR, generator=g_ev) for name, m in candidates.items()}
+    single = gm_models[(key, False)]
+    arms = {ORACLE: MixtureEnergy(mixture, offset=5.0),  # the exact energy shifted by an arbitrary constant
+            SINGLE: single, DUAL: gm_models[(key, True)],
+            SINGLE_I: GaussianLogdetOffset(single, 1.0), SINGLE_C: GaussianLogdetOffset(single, gm_moments[key][1])}
+    consts = {name: normalization_constants(m, x_anchor, ANCHOR, generator=g_ctl if name in CONTROLS else g_ev)
+              for name, m in arms.items()}
     sets = sigma_sets(d, cfg["gm_sigmas"], g_ev)
+    gm_arms[key], gm_consts[key], gm_sets[key] = arms, consts, sets
     for i_set, (set_name, covs) in enumerate(sets.items()):
-        for name, m in candidates.items():
+        for name in ARMS:
             gen_set = torch.Generator().manual_seed(SEED + 1000 + i_set)   # the same y for every model
-            err = exact_density_errors(m, MixtureEnergy(mixture), mixture, covs, consts[name], cfg["gm_ny"], gen_set)
+            err = exact_density_errors(arms[name], MixtureEnergy(mixture), mixture, covs, consts[name], cfg["gm_ny"], gen_set)
             gm_raw[(key, set_name, name)] = err
-            gm_rows.append({"d": d, "Σ set": set_name, "model": name,
+            gm_rows.append({"d": d, "Σ set": set_name, "family": family_status(d, set_name), "model": name,
                             "|offset| nats/dim": err["offset"].abs().mean().item(),
                             "shape std nats/dim": err["spread"].mean().item(),
                             "|log Z| nats/dim": err["log_z"].abs().mean().item(),
@@ -300,7 +350,7 @@ for key in GM_SETUPS:
                                              for b in v} for n, v in consts.items()})
 gm_tab = pd.DataFrame(gm_rows)
 report.table("exact_density_errors", gm_tab)
-pd.set_option("display.width", 200)
+pd.set_option("display.width", 220)
 print(gm_tab.round(4).to_string(index=False))
 
 # %% [markdown]
@@ -314,56 +364,119 @@ print(gm_tab.round(4).to_string(index=False))
 # Monte-Carlo error).
 
 # %%
+GROUPS = {"in": "in-family", "new": "new family", "iso": "isotropic"}
 summary = {}
 for key in GM_SETUPS:
-    d = GM_SETUPS[key]["d"]
-    t = gm_tab[gm_tab["d"] == d]
-    for name in ("single (A-DSM)", "dual (A-DSM + A-CSM)", "exact + const (oracle)"):
+    t = gm_tab[gm_tab["d"] == GM_SETUPS[key]["d"]]
+    for name in ARMS:
         r = t[t["model"] == name]
         summary[(key, name)] = {
-            "in_family_offset": r[r["Σ set"] == "training family"]["|offset| nats/dim"].item(),
-            "outside_offset": r[r["Σ set"] != "training family"]["|offset| nats/dim"].mean(),
-            "in_family_ratio": r[r["Σ set"] == "training family"]["|ratio err| nats/dim"].item(),
-            "outside_ratio": r[r["Σ set"] != "training family"]["|ratio err| nats/dim"].mean()}
-report.value("exact_density_summary", {f"{k}_{n.split(' ')[0]}": v for (k, n), v in summary.items()})
+            **{f"{g}_offset": r[r["family"] == f]["|offset| nats/dim"].mean() for g, f in GROUPS.items()},
+            **{f"{g}_ratio": r[r["family"] == f]["|ratio err| nats/dim"].mean() for g, f in GROUPS.items()},
+            "worst_set_offset": r["|offset| nats/dim"].max(),
+            "worst_set": r.loc[r["|offset| nats/dim"].idxmax(), "Σ set"]}
+gm_sum_tab = pd.DataFrame([{"d": GM_SETUPS[k]["d"], "model": n, **v} for (k, n), v in summary.items()])
+report.table("exact_density_summary", gm_sum_tab)
+print(gm_sum_tab.round(4).to_string(index=False))
 for key in GM_SETUPS:
-    sd, du, orc = (summary[(key, n)] for n in ("single (A-DSM)", "dual (A-DSM + A-CSM)", "exact + const (oracle)"))
-    print(key, "single", {k: round(v, 4) for k, v in sd.items()})
-    print(key, "dual  ", {k: round(v, 4) for k, v in du.items()})
-    report.check(f"{key}: the normalisation procedure recovers the exact density (oracle |offset|, nats/dim)",
-                 orc["in_family_offset"], 0.01, "<=")
+    sd, du, orc = (summary[(key, n)] for n in (SINGLE, DUAL, ORACLE))
+    report.check(f"{key}: the normalisation procedure recovers the exact density (oracle |offset|, in-family, nats/dim)",
+                 orc["in_offset"], 0.01, "<=")
     if TRAINED_FULL:
-        report.check(f"{key}: dual log p(y|Σ) error, training family (|offset|, nats/dim)",
-                     du["in_family_offset"], 0.15, "<=")
-        report.check(f"{key}: dual log-ratio error log p(y|Σ)−log p(y|Σ'), training family (nats/dim)",
-                     du["in_family_ratio"], 0.05, "<=")
-        report.check(f"{key}: A-CSM cuts the in-family log p error at least 3× (dual/single |offset|)",
-                     du["in_family_offset"] / sd["in_family_offset"], 1 / 3, "<=")
-        report.check(f"{key}: A-CSM cuts the out-of-family log p error at least 3× (dual/single |offset|)",
-                     du["outside_offset"] / sd["outside_offset"], 1 / 3, "<=")
-        report.check(f"{key}: A-CSM cuts the log-ratio error log p(y|Σ1)−log p(y|Σ2) at least 3× (dual/single)",
-                     du["in_family_ratio"] / sd["in_family_ratio"], 1 / 3, "<=")
+        report.check(f"{key}: dual log p(y|Σ) error, in-family (|offset|, nats/dim)", du["in_offset"], 0.15, "<=")
+        report.check(f"{key}: dual log-ratio error log p(y|Σ)−log p(y|Σ'), in-family (nats/dim)",
+                     du["in_ratio"], 0.05, "<=")
+        report.check(f"{key}: A-CSM cuts the in-family log p error at least 3× against the uncorrected A-DSM model "
+                     f"(dual/single |offset|)", du["in_offset"] / sd["in_offset"], 1 / 3, "<=")
+        report.check(f"{key}: A-CSM cuts the log p error on new Σ families at least 3× against the uncorrected A-DSM "
+                     f"model (dual/single |offset|)", du["new_offset"] / sd["new_offset"], 1 / 3, "<=")
+        report.check(f"{key}: A-CSM cuts the in-family log-ratio error at least 3× (dual/single)",
+                     du["in_ratio"] / sd["in_ratio"], 1 / 3, "<=")
+        for ctl in CONTROLS:
+            cs = summary[(key, ctl)]
+            report.check(f"{key}: A-CSM buys robustness across Σ families: worst-set |offset| at most half the fair "
+                         f"control's (dual / {ctl})", du["worst_set_offset"] / cs["worst_set_offset"], 0.5, "<=",
+                         note=f"dual worst {du['worst_set_offset']:.3f} ({du['worst_set']}), control worst "
+                              f"{cs['worst_set_offset']:.3f} ({cs['worst_set']}); threshold set from the issue's d = 16 "
+                              f"measurement (0.11/0.99), before this run")
+
+# %% [markdown]
+# ### The covariance score, coordinate by coordinate
+#
+# A-CSM regresses v_i ∂U/∂v_i, the scale-free covariance score. Its exact value for the mixture is the
+# autograd derivative of the exact −log p(y|Σ) (checked below against `GaussianMixture.variance_score`, the
+# closed form ∇_Σ log p). For each family we report, per coordinate i and over y ~ p(y|Σ), the RMS error of the
+# model's v_i ∂U/∂v_i (nats), its systematic part (the RMS over coordinates of the error averaged over y: what
+# integrates into an offset along a path in Σ), and the RMS of the exact score for scale. The analytic controls
+# carry the derivative of their log-det term, v_i [(C + Σ)⁻¹]_ii / 2 in the pixel basis.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-colors = {"single (A-DSM)": "tab:red", "dual (A-DSM + A-CSM)": "tab:blue", "exact + const (oracle)": "k"}
-set_names = list(sigma_sets(2, 1, torch.Generator().manual_seed(0)))
+def cov_score_errors(model, mixture, covs, n_y, g):
+    """RMS (over y and coordinates) of v·∂U/∂v − v·∂U*/∂v, its y-averaged (systematic) part, and the exact RMS."""
+    exact = MixtureEnergy(mixture)
+    rms, bias, ref = [], [], []
+    for j in range(covs.batch_size):
+        cj = covs[j].expand_batch(n_y)
+        y = mixture.sample(n_y, g) + cj.sample(1, g)
+        e = energy_and_scores(exact, y, cj).grad_logvar
+        diff = energy_and_scores(model, y, cj).grad_logvar - e
+        rms.append(diff.pow(2).mean().sqrt())
+        bias.append(diff.mean(0).pow(2).mean().sqrt())
+        ref.append(e.pow(2).mean().sqrt())
+    return torch.stack(rms).mean().item(), torch.stack(bias).mean().item(), torch.stack(ref).mean().item()
+
+
+cs_rows = []
+for key in GM_SETUPS:
+    mixture, d = gm_mix[key], GM_SETUPS[key]["d"]
+    for i_set, (set_name, covs) in enumerate(gm_sets[key].items()):
+        for name in (SINGLE, SINGLE_I, SINGLE_C, DUAL):
+            g = torch.Generator().manual_seed(SEED + 2000 + i_set)          # the same y for every model
+            rms, bias, ref = cov_score_errors(gm_arms[key][name], mixture, covs, cfg["gm_ny"] // 4, g)
+            cs_rows.append({"d": d, "Σ set": set_name, "family": family_status(d, set_name), "model": name,
+                            "v∂U/∂v RMS error (nats/coord)": rms, "systematic part": bias, "exact RMS": ref})
+cs_tab = pd.DataFrame(cs_rows)
+report.table("covariance_score_errors", cs_tab)
+print(cs_tab.round(4).to_string(index=False))
+
+# the exact score by autograd equals the closed-form covariance score of the mixture (pixel-diagonal Σ)
+mixture = gm_mix["d16"]
+cj = gm_sets["d16"]["i.i.d. pixel variances"][:1].expand_batch(64)
+y_cs = mixture.sample(64, torch.Generator().manual_seed(SEED + 7)) + cj.sample(1, torch.Generator().manual_seed(SEED + 8))
+auto = energy_and_scores(MixtureEnergy(mixture), y_cs, cj).grad_logvar
+closed = -cj.var * mixture.variance_score(y_cs, NoiseCov.diagonal(cj.var))
+report.check("exact covariance score: autograd of −log p equals −v·GaussianMixture.variance_score (max abs diff)",
+             (auto - closed).abs().max().item(), 1e-8, "<=")
+if TRAINED_FULL:
+    for key in GM_SETUPS:
+        t = cs_tab[cs_tab["d"] == GM_SETUPS[key]["d"]].set_index(["Σ set", "model"])["v∂U/∂v RMS error (nats/coord)"]
+        worst = max(t[(s, DUAL)] / t[(s, SINGLE)] for s in gm_sets[key])
+        report.check(f"{key}: A-CSM learns the covariance score: dual/single RMS error of v∂U/∂v, worst Σ set", worst, 1.0, "<")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+colors = {ORACLE: "k", SINGLE: "tab:red", SINGLE_I: "tab:orange", SINGLE_C: "tab:green", DUAL: "tab:blue"}
+set_names = list(gm_sets["d2"])
 for ax, key in zip(axes, GM_SETUPS):
+    d = GM_SETUPS[key]["d"]
     for i, set_name in enumerate(set_names):
-        for j, name in enumerate(colors):
+        for j, name in enumerate(ARMS):
             off = gm_raw[(key, set_name, name)]["offset"].numpy()
-            xs = i + (j - 1) * 0.25 + np.random.default_rng(j).uniform(-0.07, 0.07, len(off))
-            ax.scatter(xs, off, s=9, color=colors[name], label=name if i == 0 else None, alpha=0.8)
+            xs = i + (j - 2) * 0.16 + np.random.default_rng(j).uniform(-0.04, 0.04, len(off))
+            ax.scatter(xs, off, s=8, color=colors[name], label=name if i == 0 else None, alpha=0.8)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(set_names)), [s.replace(" ", "\n", 1) for s in set_names], fontsize=8)
+    ax.set_xticks(range(len(set_names)),
+                  [f"{s.replace(' ', chr(10), 1)}\n({family_status(d, s)})" for s in set_names], fontsize=8)
     ax.set_ylabel("E_y[log p_θ(y|Σ) − log p(y|Σ)]  (nats/dim)")
-    ax.set_title(f"d = {GM_SETUPS[key]['d']} Gaussian mixture")
-axes[0].legend(fontsize=8)
+    ax.set_title(f"d = {d} Gaussian mixture")
+axes[0].legend(fontsize=7)
 fig.tight_layout()
 report.save_figure(fig, "08_exact_density_offsets",
-                   "Error of the normalised log p_θ(y|Σ) against the exact mixture density, one dot per Σ, for "
-                   "Σ from the training family and three other families; A-DSM only (red) vs A-DSM + A-CSM "
-                   "(blue) vs the exact energy through the same normalisation (black).")
+                   "Error of the normalised log p_θ(y|Σ) against the exact mixture density, one dot per Σ, for Σ "
+                   "in the training family, i.i.d. pixel variances (in-family in d = 2, new in d = 16), power-law "
+                   "spectra (new) and isotropic Σ: A-DSM only (red), the fair A-DSM controls with an analytic "
+                   "½ log det(I + Σ) (orange) or ½ log det(C_x + Σ) (green), A-DSM + A-CSM (blue), and the exact "
+                   "energy through the same normalisation (black).")
 plt.show()
 
 # %%
@@ -373,14 +486,16 @@ iso_curves = {}
 for ax, key in zip(axes, GM_SETUPS):
     d, mixture = GM_SETUPS[key]["d"], gm_mix[key]
     x_anchor = mixture.sample(cfg["gm_anchor"], torch.Generator().manual_seed(SEED + 3))
-    for name, dual in (("single (A-DSM)", False), ("dual (A-DSM + A-CSM)", True)):
-        m = gm_models[(key, dual)]
+    for name in (SINGLE, SINGLE_C, DUAL):
+        m = gm_arms[key][name]
         c = normalization_constants(m, x_anchor, ANCHOR, generator=torch.Generator().manual_seed(SEED + 4))
         for basis, ls in (("pixel", "-"), ("fourier", "--")):
+            if name == SINGLE_C and basis == "fourier":
+                continue
             covs = DiagCov.isotropic(levels, (d,), basis, torch.float64)
             err = exact_density_errors(m, MixtureEnergy(mixture), mixture, covs, c, cfg["gm_ny"] // 2,
                                        torch.Generator().manual_seed(SEED + 5))
-            iso_curves[f"{key}_{name.split(' ')[0]}_{basis}"] = err["offset"].tolist()
+            iso_curves[f"{key}_{name}_{basis}"] = err["offset"].tolist()
             ax.plot(levels.log10(), err["offset"], ls, color=colors[name], label=f"{name}, {basis} basis")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("log10 σ²  (Σ = σ²I)")
@@ -391,9 +506,153 @@ fig.tight_layout()
 report.value("gm_isotropic_path_offsets", {"log10_var": levels.log10().tolist(), **iso_curves})
 report.save_figure(fig, "08_isotropic_path",
                    "Error of the normalised log p_θ(y|σ²I) along the isotropic path, normalised at σ² = 1e3: "
-                   "A-DSM alone drifts by a σ-dependent offset, A-DSM + A-CSM stays near the exact density; "
-                   "solid: Σ given in the pixel basis, dashed: the same Σ as a flat spectrum.")
+                   "A-DSM alone drifts by a σ-dependent offset; the fair control with ½ log det(C_x + Σ) (green) "
+                   "is close for σ² ≳ 1 but overshoots (too high a density) at small σ²; A-DSM + A-CSM stays near "
+                   "the exact density; solid: Σ given in the pixel basis, dashed: the same Σ as a flat spectrum.")
 plt.show()
+
+# %% [markdown]
+# ### 2b · One constant per basis, not one constant
+#
+# The same isotropic Σ = tI can be written in the pixel basis (v = t everywhere) or the Fourier basis (a flat
+# spectrum S = t). The true energy does not care; the network embeds the two writings separately, and A-DSM
+# and A-CSM only constrain how U changes *within* a basis, so each basis carries its own free constant. We
+# measure, for the same y, the raw energy gap E_y[U(y, tI_pixel) − U(y, tI_Fourier)] and the gap left after
+# each basis is normalised at its own anchor (log p_pixel − log p_Fourier). The exact energy has no gap.
+
+# %%
+gap_rows = []
+for key in GM_SETUPS:
+    mixture, d = gm_mix[key], GM_SETUPS[key]["d"]
+    for t in cfg["gap_levels"]:
+        g = torch.Generator().manual_seed(SEED + 3000)
+        cp = DiagCov.isotropic(t, (d,), "pixel", torch.float64).expand_batch(cfg["gm_ny"])
+        cf = DiagCov.isotropic(t, (d,), "fourier", torch.float64).expand_batch(cfg["gm_ny"])
+        y = mixture.sample(cfg["gm_ny"], g) + cp.sample(1, g)
+        for name in (ORACLE, SINGLE, DUAL):
+            m, c = gm_arms[key][name], gm_consts[key][name]
+            raw = (energies(m, y, cp) - energies(m, y, cf)).double().mean().item()
+            norm = (log_prob(m, y, cp, c) - log_prob(m, y, cf, c)).mean().item()
+            gap_rows.append({"d": d, "t": t, "model": name, "U_pixel − U_Fourier (nats)": raw,
+                             "normalised log p gap (nats/dim)": norm / d})
+gap_tab = pd.DataFrame(gap_rows)
+report.table("gm_basis_gap", gap_tab)
+print(gap_tab.round(4).to_string(index=False))
+report.check("both writings of tI are the same Σ: exact energy's pixel − Fourier gap (max |nats|)",
+             gap_tab[gap_tab["model"] == ORACLE]["U_pixel − U_Fourier (nats)"].abs().max(), 1e-6, "<=")
+gap_dual = gap_tab[gap_tab["model"] == DUAL]
+report.value("gm_dual_basis_gap", {f"d{d}": {"raw_nats_range": [g["U_pixel − U_Fourier (nats)"].min(), g["U_pixel − U_Fourier (nats)"].max()],
+                                             "normalised_max_abs_nats_per_dim": g["normalised log p gap (nats/dim)"].abs().max()}
+                                   for d, g in gap_dual.groupby("d")})
+
+# %% [markdown]
+# ### 2c · Two normalisation tests that need no exact density, validated where it is known
+#
+# On MNIST there is no exact density. Two tests still apply; we first run them on the mixtures, where the
+# answer is known.
+#
+# **A one-sided entropy bound.** For y = x + ε with ε ~ N(0, tI) independent of x, h(y) ≥ h(ε) =
+# (d/2) log(2πe t), and h(y) ≤ h_G, the entropy of the Gaussian with the data's covariance, N(μ, C_x + tI).
+# For any *normalised* density the cross-entropy CE = E_y[−log p_θ(y | tI)] ≥ h(y) (Gibbs). So
+# **CE − h(ε) ≥ 0** is necessary for normalisation and can fail in the right direction: a model whose
+# log p_θ is too high everywhere (integrating to more than 1) falls below it, and by exactly log Z at least,
+# since CE + log Z ≥ h(ε) gives log Z ≥ h(ε) − CE. The exact density lies in [0, h_G − h(ε)]; a two-sided
+# tolerance around h_G (what this notebook used before) cannot tell a model that is too low from one that
+# is not normalised. We estimate CE − h(ε) with each y paired with its own noise's log-density
+# (`noise_entropy_excess`: same mean, far less variance) and test it in standard errors (z ≥ −3).
+#
+# **Importance-sampled log Z.** log ∫exp(−U_θ(y, Σ) − c) dy = log E_q[exp(−U_θ − c)/q] with the Gaussian
+# control q = N(μ, C_x + Σ) as proposal (`importance_log_z`): 0 for a normalised model. The effective sample
+# size (ESS) says how far to trust it; with a poor proposal the estimate is biased *down* (E[log Ẑ] ≤ log Z).
+# References: in d = 2 a quadrature on a grid (±10 standard deviations of C_x + Σ), in d = 16 importance
+# sampling from the exact p(y|Σ).
+
+# %%
+hi_gm_rows = []
+for key in GM_SETUPS:
+    mixture, d = gm_mix[key], GM_SETUPS[key]["d"]
+    gauss = GaussianPrior(*gm_moments[key])
+    x = mixture.sample(cfg["gm_anchor"], torch.Generator().manual_seed(SEED + 4000))
+    for t in (10.0, 100.0):
+        h_noise = 0.5 * d * math.log(2 * math.pi * math.e * t)
+        max_gap = gauss.entropy(t) - h_noise
+        for basis in ("pixel", "fourier"):
+            cov = DiagCov.isotropic(t, (d,), basis, torch.float64).expand_batch(x.shape[0])
+            for name in ARMS:
+                m, c = gm_arms[key][name], gm_consts[key][name]
+                ex = noise_entropy_excess(lambda y, cv: log_prob(m, y, cv, c), x, cov,
+                                          torch.Generator().manual_seed(SEED + 4001))   # the same y for every model
+                mean, se = ex.mean().item(), ex.std().item() / math.sqrt(ex.numel())
+                hi_gm_rows.append({"d": d, "t": t, "basis": basis, "model": name, "h_G − h(noise) (nats)": max_gap,
+                                   "CE − h(noise) (nats)": mean, "se": se, "z (lower bound)": mean / se,
+                                   "z (Gaussian bound)": (max_gap - mean) / se})
+hi_gm_tab = pd.DataFrame(hi_gm_rows)
+report.table("gm_high_noise_entropy_bounds", hi_gm_tab)
+print(hi_gm_tab.round(4).to_string(index=False))
+for key in GM_SETUPS:
+    t = hi_gm_tab[hi_gm_tab["d"] == GM_SETUPS[key]["d"]]
+    orc, du = t[t["model"] == ORACLE], t[t["model"] == DUAL]
+    report.check(f"{key}: the exact density lies between the entropy bounds at t ∈ {{10, 100}} (min z over both sides)",
+                 min(orc["z (lower bound)"].min(), orc["z (Gaussian bound)"].min()), -3.0, ">=")
+    if TRAINED_FULL:
+        report.check(f"{key}: dual energy respects the normalisation bound CE ≥ h(noise) at t ∈ {{10, 100}} (min z)",
+                     du["z (lower bound)"].min(), -3.0, ">=",
+                     note=f"min CE − h(noise) = {du['CE − h(noise) (nats)'].min():.4f} nats")
+
+
+# %%
+def quadrature_log_z(model, cov, c, centre, half_width, n):
+    """log ∫exp(−U − c) over a 2-D grid of n × n points (Riemann sum)."""
+    axes_ = [torch.linspace(float(centre[i]) - half_width, float(centre[i]) + half_width, n, dtype=torch.float64)
+             for i in range(2)]
+    Y = torch.stack(torch.meshgrid(*axes_, indexing="ij"), -1).reshape(-1, 2)
+    lp = log_prob(model, Y, cov.expand_batch(Y.shape[0]), c, batch_size=8192)
+    return (torch.logsumexp(lp, 0) + 2 * math.log(2 * half_width / (n - 1))).item()
+
+
+is_gm_rows = []
+for key in GM_SETUPS:
+    mixture, d = gm_mix[key], GM_SETUPS[key]["d"]
+    mean_x, cov_x = gm_moments[key]
+    gauss = GaussianPrior(mean_x, cov_x)
+    for t in (1.0, 10.0):
+        g = torch.Generator().manual_seed(SEED + 5000)
+        y_q = GaussianPrior(mean_x, cov_x + t * torch.eye(d, dtype=torch.float64)).sample(cfg["gm_is"], g)
+        log_q = gauss.log_prob(y_q, t)
+        cov_p = DiagCov.isotropic(t, (d,), "pixel", torch.float64).expand_batch(cfg["gm_is"])
+        y_p = mixture.sample(cfg["gm_is"], g) + cov_p.sample(1, g)
+        log_p = -energies(MixtureEnergy(mixture), y_p, cov_p).double()
+        half = 10 * math.sqrt(torch.linalg.eigvalsh(cov_x).max().item() + t)
+        for basis in ("pixel", "fourier"):
+            cov = DiagCov.isotropic(t, (d,), basis, torch.float64)
+            for name in ARMS:
+                m, c = gm_arms[key][name], gm_consts[key][name]
+                est = importance_log_z(m, cov, y_q, log_q, c)
+                row = {"d": d, "t": t, "basis": basis, "model": name, "log Z, Gaussian proposal (nats)": est["log_z"],
+                       "se": est["stderr"], "ESS/n": est["ess_fraction"]}
+                if d == 2:
+                    row.update({"reference": "quadrature", "log Z, reference (nats)":
+                                quadrature_log_z(m, cov, c, mean_x, half, cfg["gm_grid"]), "reference se": 0.0,
+                                "reference ESS/n": float("nan")})
+                else:
+                    ref = importance_log_z(m, cov, y_p, log_p, c)
+                    row.update({"reference": "IS from exact p", "log Z, reference (nats)": ref["log_z"],
+                                "reference se": ref["stderr"], "reference ESS/n": ref["ess_fraction"]})
+                is_gm_rows.append(row)
+is_gm_tab = pd.DataFrame(is_gm_rows)
+report.table("gm_importance_log_z", is_gm_tab)
+print(is_gm_tab.round(4).to_string(index=False))
+orc = is_gm_tab[is_gm_tab["model"] == ORACLE]
+report.check("IS with the Gaussian proposal recovers log Z = 0 for the exact density ((|log Ẑ| − 4 se)/d, max, nats/dim)",
+             ((orc["log Z, Gaussian proposal (nats)"].abs() - 4 * orc["se"]) / orc["d"]).max(), 0.01, "<=")
+du = is_gm_tab[is_gm_tab["model"] == DUAL]
+report.check("IS with the Gaussian proposal agrees with the reference for the dual model "
+             "((|Δ| − 4 (se + se_ref))/d, max, nats/dim)",
+             ((du["log Z, Gaussian proposal (nats)"] - du["log Z, reference (nats)"]).abs()
+              - 4 * (du["se"] + du["reference se"])).div(du["d"]).max(), 0.01, "<=")
+if TRAINED_FULL:
+    report.check("dual mixture energies are normalised at t ∈ {1, 10}: |log Z|/d (reference, max, nats/dim)",
+                 (du["log Z, reference (nats)"].abs() / du["d"]).max(), 0.15, "<=")
 
 # %% [markdown]
 # ## 3 · An MNIST energy model
@@ -460,17 +719,66 @@ report.value("mnist_training_step_cost_ratio_dual_over_single",
              mn_meta[True]["seconds_per_step"] / mn_meta[False]["seconds_per_step"])
 
 # %% [markdown]
-# ### Denoising MSE against the noise level (dual vs single)
+# **Which MNIST claims are asserted.** The committed MNIST energies are minutes-long CPU trainings; they will be
+# retrained (a UNet backbone, many hours) and the checks below are written for *those* models. Until a
+# checkpoint's metadata says `converged=True` (the recipes' convention for a training whose validation curve
+# has flattened), each MNIST claim that the short models are not expected to meet is evaluated and recorded
+# with its verdict under `values["mnist_claims_for_the_retrained_models"]` instead of being asserted; the
+# MNIST checks that do hold (and the checks on the controls) are asserted as usual.
+
+# %%
+MNIST_FINAL = all(bool(mn_meta[k].get("converged", False)) for k in (False, True))
+report.value("mnist_models_are_final", MNIST_FINAL)
+PENDING = []
+_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+
+
+def mnist_claim(name, value, threshold, comparison, note=""):
+    """A check when the MNIST models are the converged retrained ones; otherwise a recorded value with its verdict."""
+    if MNIST_FINAL:
+        return report.check(name, value, threshold, comparison, note)
+    v = float(value)
+    passed = math.isfinite(v) and bool(_OPS[comparison](v, float(threshold)))
+    PENDING.append({"name": name, "value": v, "threshold": threshold, "comparison": comparison,
+                    "passes_now": passed, "note": note})
+    report.value("mnist_claims_for_the_retrained_models", PENDING)
+    print(f"[NOT ASSERTED: {'passes' if passed else 'FAILS'} now] {name}: {v:.4g} {comparison} {threshold:.4g}"
+          + (f"  ({note})" if note else ""))
+    return passed
+
+
+print("MNIST models final (converged):", MNIST_FINAL)
+
+# %% [markdown]
+# ### Denoising against honest controls
 #
-# As in the paper's dual-vs-single MMSE plots: a centred 14×14 box whose variance σ₁² is swept with 1e-4
-# elsewhere, the top 14 rows (half mask) at σ₁² with 1e-4 below, and the Gaussian-blur spectrum scaled by σ².
-# MSE per pixel of D(y) = y − Σ∇_yU against the clean digit, over the whole image.
+# As in the paper's dual-vs-single MMSE plots: a centred 14×14 box at variance σ² with 1e-4 elsewhere, the top
+# 14 rows (half mask) at σ² with 1e-4 below, and the Gaussian-blur spectrum scaled by σ² (regularised inverse,
+# clipped at 1e3), σ² ∈ {1e-3, 1e-2, 0.1, 1, 3.16, 10}. MSE per pixel of D(y) = y − Σ∇_yU against the clean
+# digit, over the whole image, for the dual and single energies and four controls:
+#
+# * the noisy input y;
+# * the **prior mean with the observed pixels kept** (`controls.prior_mean_fill`: pixels at variance 1e-4
+#   kept, the box / half replaced by the mean training digit; for blur nothing is observed noise-free, so this
+#   control is the mean digit itself);
+# * the **Gaussian control** `GaussianPrior.denoise(y, Σ)` = μ + C(C + Σ)⁻¹(y − μ), with μ, C the mean and
+#   covariance of the 5,000 training digits: the exact posterior mean under a Gaussian prior and the best
+#   affine denoiser for any prior with these moments;
+# * the **untrained energy** (the same network at initialisation: its output layer is zero, so U starts at
+#   ½yᵀ(σ_d²I + Σ)⁻¹y, σ_d² = 0.25, and D = σ_d²(σ_d²I + Σ)⁻¹y).
+#
+# A learned prior earns its keep only where it beats the Gaussian control.
 
 # %%
 X_te = mn_test.images[: cfg["mn_mse"]].to(device)
 n_te = X_te.shape[0]
-mse_vars = torch.logspace(-3, 1, 9 if PROFILE == "full" else 5)
 h_blur = kernel_spectrum(gaussian_kernel(8, 0.8), (28, 28))
+prior = GaussianPrior.fit(mn_train.images)            # μ and C (+ 1e-4 I) of the training digits
+report.value("mnist_gaussian_control", {"trace_C": prior.cov.trace().item(),
+                                        "top_eigenvalue": torch.linalg.eigvalsh(prior.cov).max().item()})
+print(report.values["mnist_gaussian_control"])
+torch.manual_seed(SEED)
+untrained = ImageEnergy(**MN_KW).to(device).eval()
 
 
 def mse_cov(kind, v, n):
@@ -484,49 +792,79 @@ def mse_cov(kind, v, n):
 
 
 g_mse = torch.Generator().manual_seed(SEED + 31)
+MSE_COLS = ("noisy y", "prior mean, observed kept", "Gaussian control", "untrained energy", "single", "dual")
 mse_rows = []
 for kind in ("box 14×14", "half mask", "blur"):
-    for v in mse_vars:
-        cov = mse_cov(kind, v, n_te).to(torch.float32, device)
+    for v in cfg["mse_vars"]:
+        one = mse_cov(kind, v, 1)                                         # float64, one Σ for every digit
+        cov = one.expand_batch(n_te).to(torch.float32, device)
         y = X_te + cov.sample(1, g_mse).to(device)
-        row = {"Σ": kind, "σ²": float(v), "noisy y": (y - X_te).pow(2).mean().item()}
-        for dual in (False, True):
-            row["dual" if dual else "single"] = (denoise(mn_models[dual], y, cov) - X_te).pow(2).mean().item()
-        mse_rows.append(row)
+        if kind == "blur":
+            fill = prior.mean.reshape(1, 1, 28, 28).float().expand_as(y).to(device)
+        else:
+            op = PixelMask(one.var[0] <= 1.0001e-4)
+            fill = prior_mean_fill(op, op.M_T(y.cpu()), prior.mean.float()).to(device)
+        est = {"noisy y": y, "prior mean, observed kept": fill,
+               "Gaussian control": prior.denoise(y.cpu(), one.dense(1)[0]).to(device),
+               "untrained energy": denoise(untrained, y, cov),
+               "single": denoise(mn_models[False], y, cov), "dual": denoise(mn_models[True], y, cov)}
+        mse_rows.append({"Σ": kind, "σ²": float(v), **{k: (e - X_te).pow(2).mean().item() for k, e in est.items()}})
 mse_tab = pd.DataFrame(mse_rows)
+mse_tab["dual / Gaussian"] = mse_tab["dual"] / mse_tab["Gaussian control"]
+mse_tab["single / Gaussian"] = mse_tab["single"] / mse_tab["Gaussian control"]
 report.table("mnist_denoising_mse", mse_tab)
 print(mse_tab.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+styles = {"noisy y": (":", "k"), "prior mean, observed kept": ("--", "grey"), "Gaussian control": ("D-", "tab:purple"),
+          "untrained energy": (":", "tab:brown"), "single": ("o-", "tab:red"), "dual": ("s--", "tab:blue")}
 for ax, kind in zip(axes, ("box 14×14", "half mask", "blur")):
     t = mse_tab[mse_tab["Σ"] == kind]
-    ax.loglog(t["σ²"], t["noisy y"], "k:", label="noisy input y")
-    ax.loglog(t["σ²"], t["single"], "o-", color="tab:red", label="single (A-DSM)")
-    ax.loglog(t["σ²"], t["dual"], "s--", color="tab:blue", label="dual (A-DSM + A-CSM)")
+    for col, (ls, colr) in styles.items():
+        label = {"single": "single (A-DSM)", "dual": "dual (A-DSM + A-CSM)"}.get(col, col)
+        if kind == "blur" and col == "prior mean, observed kept":
+            label = "prior mean"
+        ax.loglog(t["σ²"], t[col], ls, color=colr, label=label, ms=4)
     ax.set_title(f"MNIST, Σ = {kind}")
     ax.set_xlabel("σ² (box / half-mask variance, blur noise level)")
     ax.set_ylabel("MSE per pixel")
-axes[0].legend(fontsize=8)
+axes[0].legend(fontsize=7)
 fig.tight_layout()
-report.save_figure(fig, "08_mnist_mse_dual_vs_single",
+report.save_figure(fig, "08_mnist_denoising_controls",
                    "Denoising MSE of D = y − Σ∇_yU on MNIST test digits for box, half-mask and blur covariances: "
-                   "the dual model (A-DSM + A-CSM) against the single one (A-DSM only) and the noisy input.")
+                   "the dual (A-DSM + A-CSM) and single (A-DSM) energies against the noisy input, the prior mean "
+                   "with the observed pixels kept, the Gaussian (linear-MMSE) control and the untrained energy.")
 plt.show()
+
 ratio_mse = float(np.exp(np.mean(np.log(mse_tab["dual"] / mse_tab["single"]))))
 report.value("mnist_mse_dual_over_single_geomean", ratio_mse)
+affine_best = (mse_tab["Gaussian control"] / mse_tab[["noisy y", "prior mean, observed kept"]].min(axis=1)).max()
+report.check("the Gaussian control is the best affine denoiser: its MSE over the better of y and the mean fill, "
+             "worst Σ of the grid", affine_best, 1.1, "<=", note="1.1 allows for the finite test sample and the "
+             "train/test difference of the digit moments; set before this run")
+worst_vs_gauss = mse_tab[["dual / Gaussian", "single / Gaussian"]].max(axis=1)
+report.value("mnist_mse_vs_gaussian_control", {"worst_ratio": worst_vs_gauss.max(),
+                                               "sigmas_where_a_model_loses": int((worst_vs_gauss >= 1).sum()),
+                                               "grid_size": len(mse_tab)})
 if TRAINED_FULL:
     report.check("A-CSM does not hurt denoising: geometric-mean MSE ratio dual/single", ratio_mse, 1.25, "<=")
     t = mse_tab[(mse_tab["Σ"] == "box 14×14") & (mse_tab["σ²"] >= 0.01)]
     report.check("the dual model denoises: MSE below the noisy input's (box, σ² ≥ 0.01), worst ratio",
                  (t["dual"] / t["noisy y"]).max(), 1.0, "<")
+mnist_claim("dual and single beat the Gaussian control at every Σ of this grid (max MSE ratio to the control)",
+            worst_vs_gauss.max(), 1.0, "<")
+lose = mse_tab[worst_vs_gauss >= 1]
+print(f"dual or single lose to the Gaussian control at {len(lose)} of {len(mse_tab)} Σ:",
+      ", ".join(f"{r['Σ']} σ²={r['σ²']:g}" for _, r in lose.iterrows()))
 
 # %% [markdown]
-# ### Normalisation constant, log p in bits/dim, corrupted and out-of-distribution inputs
+# ### Normalisation constant, one per basis
 #
 # c = E_y[−log N(y; 0, tI) − U_θ(y, tI)] at t = 1e3 with y = x + √t·n, **unclamped** (the released notebook
 # clamps y to [0, 1], which shifts c by ~d/2 nats), once per basis; the paper's form ½ log det(2πetI) − E[U]
-# is reported beside it. log p(y | σ₀²I) at σ₀² = 1e-4 (the smallest training variance, σ₀ ≈ 2.6/255)
-# stands in for log p(x); bits/dim = −log₂ p / d + 8 for 8-bit data scaled to [0, 1].
+# is reported beside it. Then, as for the mixtures (section 2b), the energy of the *same* isotropic Σ = tI
+# written in the pixel and in the Fourier basis, on the same noisy test digits: the paper claims one constant,
+# so the raw gap E[U_pixel − U_Fourier] should be 0 at every t.
 
 # %%
 g_c = torch.Generator().manual_seed(SEED + 41)
@@ -537,7 +875,103 @@ report.value("mnist_normalization_constants", {("dual" if k else "single"): v fo
 for k, v in mn_const.items():
     print("dual" if k else "single", {b: {kk: round(vv, 3) for kk, vv in v[b].items()} for b in v})
 
+mn_gap_rows = []
+X_gap = mn_test.images[: cfg["mn_gap"]].to(device)
+for t in cfg["gap_levels"]:
+    cp = DiagCov.isotropic(t, (1, 28, 28), "pixel", torch.float32, device).expand_batch(X_gap.shape[0])
+    cf = DiagCov.isotropic(t, (1, 28, 28), "fourier", torch.float32, device).expand_batch(X_gap.shape[0])
+    y = X_gap + cp.sample(1, torch.Generator().manual_seed(SEED + 42)).to(device)
+    for dual in (False, True):
+        m, c = mn_models[dual], mn_const[dual]
+        raw = (energies(m, y, cp).double() - energies(m, y, cf).double()).mean().item()
+        norm = (log_prob(m, y, cp, c) - log_prob(m, y, cf, c)).mean().item()
+        mn_gap_rows.append({"t": t, "model": "dual" if dual else "single", "U_pixel − U_Fourier (nats)": raw,
+                            "normalised log p gap (nats)": norm, "normalised log p gap (nats/dim)": norm / 784})
+mn_gap_tab = pd.DataFrame(mn_gap_rows)
+report.table("mnist_basis_gap", mn_gap_tab)
+print(mn_gap_tab.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+report.value("mnist_anchor_constant_gap_pixel_minus_fourier",
+             {("dual" if k else "single"): v["pixel"]["c"] - v["fourier"]["c"] for k, v in mn_const.items()})
 
+# %% [markdown]
+# ### The entropy bound at high noise
+#
+# Section 2c's test on MNIST test digits at t = 10 and 100: CE − h(noise) must be ≥ 0 for a normalised model,
+# and the exact p(y | tI) has CE − h(noise) between 0 and h_G − h(noise), with h_G the entropy of the
+# Gaussian control N(μ, C + tI) (h_G − h(noise) = ½ Σ_i log(1 + λ_i/t) ≤ tr C/(2t), λ_i the eigenvalues of C: a
+# few nats at t = 10, a fraction of a nat at t = 100). The Gaussian control itself is scored beside the models; a
+# model that is at least as good as the control has CE ≤ CE_Gaussian. A negative CE − h(noise) is a lower
+# bound on how far the model is from normalised: log ∫p_θ ≥ h(noise) − CE.
+
+# %%
+mn_hi_rows = []
+for t in (10.0, 100.0):
+    h_noise = anchor_entropy(DiagCov.isotropic(t, (1, 28, 28), "pixel", torch.float64)).item()
+    max_gap = prior.entropy(t) - h_noise
+    for basis in ("pixel", "fourier"):
+        cov = DiagCov.isotropic(t, (1, 28, 28), basis, torch.float32, device).expand_batch(X_anchor.shape[0])
+        dens = {"dual": lambda y, cv: log_prob(mn_models[True], y, cv, mn_const[True]),
+                "single": lambda y, cv: log_prob(mn_models[False], y, cv, mn_const[False]),
+                "Gaussian control": lambda y, cv: prior.log_prob(y.cpu(), t)}
+        for name, f in dens.items():
+            ex = noise_entropy_excess(f, X_anchor, cov, torch.Generator().manual_seed(SEED + 47))   # same y for all
+            mean, se = ex.mean().item(), ex.std().item() / math.sqrt(ex.numel())
+            mn_hi_rows.append({"t": t, "basis": basis, "model": name, "h(noise) nats/dim": h_noise / 784,
+                               "h_G − h(noise) (nats)": max_gap, "CE − h(noise) (nats)": mean, "se": se,
+                               "z (lower bound)": mean / se, "CE − h_G (nats/dim)": (mean - max_gap) / 784,
+                               "implied log Z ≥ (nats)": max(0.0, -mean)})
+mn_hi_tab = pd.DataFrame(mn_hi_rows)
+report.table("mnist_high_noise_entropy_bounds", mn_hi_tab)
+print(mn_hi_tab.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+g_rows = mn_hi_tab[mn_hi_tab["model"] == "Gaussian control"]
+report.check("MNIST: the Gaussian control (a normalised density) respects CE ≥ h(noise) at t ∈ {10, 100} (min z)",
+             g_rows["z (lower bound)"].min(), -3.0, ">=")
+d_rows = mn_hi_tab[mn_hi_tab["model"] == "dual"].reset_index(drop=True)
+mnist_claim("MNIST dual respects the normalisation bound CE ≥ h(noise) at t ∈ {10, 100}, both bases (min z)",
+            d_rows["z (lower bound)"].min(), -3.0, ">=",
+            note=f"min CE − h(noise) = {d_rows['CE − h(noise) (nats)'].min():.1f} nats; the Gaussian bound allows "
+                 f"down to 0, i.e. CE − h_G ≥ −{g_rows['h_G − h(noise) (nats)'].max():.2f} nats")
+ce_vs_gauss = (d_rows["CE − h(noise) (nats)"].values
+               - g_rows.reset_index(drop=True)["CE − h(noise) (nats)"].values)
+mnist_claim("MNIST dual scores noisy digits at least as well as the Gaussian control at t ∈ {10, 100} "
+            "(max CE_dual − CE_Gaussian, nats/dim)", ce_vs_gauss.max() / 784, 0.0, "<=",
+            note="meaningful only together with the bound above: a model that is not normalised passes it for free")
+
+# %% [markdown]
+# ### Importance-sampled log Z
+#
+# log ∫exp(−U_θ(y, tI)) dy at t = 1 and 10, by importance sampling from the Gaussian control N(μ, C + tI),
+# beside the anchor constant c: a normalised model has log ∫exp(−U) = c, i.e. log Ẑ − c = 0.
+
+# %%
+mn_is_rows = []
+for t in (1.0, 10.0):
+    q = GaussianPrior(prior.mean, prior.cov + t * torch.eye(784, dtype=torch.float64), prior.shape)
+    y_q = q.sample(cfg["mn_is"], torch.Generator().manual_seed(SEED + 51)).float()
+    log_q = prior.log_prob(y_q, t)
+    y_q = y_q.to(device)
+    for basis in ("pixel", "fourier"):
+        cov = DiagCov.isotropic(t, (1, 28, 28), basis, torch.float32, device)
+        for dual in (True, False):
+            est = importance_log_z(mn_models[dual], cov, y_q, log_q)          # c = 0: log ∫exp(−U)
+            c = mn_const[dual][basis]["c"]
+            mn_is_rows.append({"t": t, "basis": basis, "model": "dual" if dual else "single",
+                               "log ∫exp(−U) (IS, nats)": est["log_z"], "anchor c (nats)": c,
+                               "log Ẑ − c (nats)": est["log_z"] - c, "log Ẑ − c (nats/dim)": (est["log_z"] - c) / 784,
+                               "ESS": est["ess"], "n": est["n"], "se (delta method)": est["stderr"]})
+mn_is_tab = pd.DataFrame(mn_is_rows)
+report.table("mnist_importance_log_z", mn_is_tab)
+print(mn_is_tab.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+# %% [markdown]
+# ### log p in bits/dim; corrupted and out-of-distribution inputs
+#
+# log p(y | σ₀²I) at σ₀² = 1e-4 (the smallest training variance, σ₀ ≈ 2.6/255) stands in for log p(x);
+# bits/dim = −log₂ p / d + 8 for 8-bit data scaled to [0, 1]. The constant c enters every input alike, so the
+# *ranking* of inputs does not depend on it, while the absolute bits/dim inherit whatever normalisation error
+# the tests above found. The Gaussian control N(μ, C + σ₀²I) is scored beside the models.
+
+# %%
 def bpd_of(model, c, imgs, var0=1e-4):
     cov = DiagCov.isotropic(var0, (1, 28, 28), "pixel", imgs.dtype, imgs.device).expand_batch(imgs.shape[0])
     return bits_per_dim(log_prob(model, imgs, cov, c), 784).cpu()
@@ -564,9 +998,11 @@ inputs = {
     "Set12 patches (28×28)": patches,
 }
 bpd = {dual: {k: bpd_of(mn_models[dual], mn_const[dual], v.to(device)) for k, v in inputs.items()} for dual in (False, True)}
+bpd_gauss = {k: bits_per_dim(prior.log_prob(v, 1e-4), 784) for k, v in inputs.items()}
 lp_rows = [{"input": k, "n": len(bpd[True][k]),
             "dual bits/dim (median)": bpd[True][k].median().item(), "dual bits/dim (mean)": bpd[True][k].mean().item(),
-            "single bits/dim (median)": bpd[False][k].median().item()} for k in inputs]
+            "single bits/dim (median)": bpd[False][k].median().item(),
+            "Gaussian control bits/dim (median)": bpd_gauss[k].median().item()} for k in inputs]
 lp_tab = pd.DataFrame(lp_rows)
 report.table("mnist_bits_per_dim", lp_tab)
 print(lp_tab.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -591,38 +1027,29 @@ report.save_figure(fig, "08_mnist_bits_per_dim",
                    "and out-of-distribution inputs (lower is more probable).")
 plt.show()
 
+
 # %% [markdown]
-# ### The exact-density test where MNIST allows one: the high-noise regime
-#
-# For t ≫ the largest eigenvalue of the digits' covariance C_x, p(y | tI) is nearly Gaussian and its entropy is
-# ½ log det(2πe(tI + C_x)) up to a KL term that vanishes as t grows. The cross-entropy E_y[−log p_θ(y | tI)] of
-# a correctly normalised model must then match it, at t well below the anchor (1e3); A-DSM alone has no reason
-# to.
+# **Uniformly dequantised 8-bit test digits.** The usual protocol of density models scores x̃ = (k + u)/256,
+# k ∈ {0, …, 255} the 8-bit value and u ~ U[0, 1) per pixel, so that a continuous density on [0, 1]^d bounds
+# the discrete likelihood. We score x̃ under the same σ₀² = 1e-4 densities. This is still **not** the
+# protocol of published MNIST bits/dim: those models are exact (or bounded) likelihoods of the dequantised
+# data, usually in logit space, while ours is the density of x̃ + N(0, σ₀²I) — a smoothing far wider than the
+# dequantisation (σ₀ = 0.01 against 1/256 ≈ 0.004) — normalised by one anchor constant whose error the tests
+# above measure. No published reference column is printed: no MNIST bits/dim of other density models is in
+# our reference notes (`../shared/reference/acsm.md`), and we do not quote numbers we cannot point to.
 
 # %%
-Xc = mn_train.images.reshape(mn_train.images.shape[0], -1).double()
-eig_c = torch.linalg.eigvalsh(torch.cov(Xc.T)).clamp_min(0)
-report.value("mnist_cov_top_eigenvalue", eig_c.max().item())
-hi_rows = []
-g_hi = torch.Generator().manual_seed(SEED + 47)
-for t in (10.0, 100.0):
-    h_gauss = 0.5 * torch.sum(torch.log(2 * math.pi * math.e * (t + eig_c))).item()
-    for basis in ("pixel", "fourier"):
-        cov = DiagCov.isotropic(t, (1, 28, 28), basis, torch.float32, device).expand_batch(X_anchor.shape[0])
-        y = X_anchor + cov.sample(1, g_hi).to(device)
-        row = {"t": t, "basis": basis, "Gaussian entropy nats/dim": h_gauss / 784}
-        for dual in (False, True):
-            ce = -log_prob(mn_models[dual], y, cov, mn_const[dual]).mean().item()
-            row[("dual" if dual else "single") + " error nats/dim"] = (ce - h_gauss) / 784
-        hi_rows.append(row)
-hi_tab = pd.DataFrame(hi_rows)
-report.table("mnist_high_noise_entropy_test", hi_tab)
-print(hi_tab.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-if TRAINED_FULL:
-    report.check("MNIST dual: cross-entropy near the Gaussian entropy at t ∈ {10, 100} (max |error|, nats/dim)",
-                 hi_tab["dual error nats/dim"].abs().max(), 0.25, "<=")
-    report.check("MNIST: A-CSM cuts the high-noise entropy error at least 3× (dual/single, max |error|)",
-                 hi_tab["dual error nats/dim"].abs().max() / hi_tab["single error nats/dim"].abs().max(), 1 / 3, "<=")
+g_dq = torch.Generator().manual_seed(SEED + 61)
+X8 = torch.round(X_lp * 255)
+X_dq = (X8 + torch.rand(X8.shape, generator=g_dq)) / 256
+dq = {"dual (A-DSM + A-CSM)": bpd_of(mn_models[True], mn_const[True], X_dq.to(device)),
+      "single (A-DSM)": bpd_of(mn_models[False], mn_const[False], X_dq.to(device)),
+      "Gaussian control N(μ, C + σ₀²I)": bits_per_dim(prior.log_prob(X_dq, 1e-4), 784)}
+dq_tab = pd.DataFrame([{"model": k, "n": len(v), "bits/dim (mean)": v.mean().item(), "bits/dim (median)": v.median().item(),
+                        "se of mean": v.std().item() / math.sqrt(len(v))} for k, v in dq.items()])
+report.table("mnist_bits_per_dim_dequantized", dq_tab)
+print(dq_tab.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+report.value("mnist_dequantized_bits_per_dim", {k: v.mean().item() for k, v in dq.items()})
 
 # %% [markdown]
 # ### Blind estimation of a box size (the paper's A-CSM ablation)
@@ -669,39 +1096,136 @@ if TRAINED_FULL:
     report.check("dual MNIST energy finds the box side blindly (median |ŝ − s|)",
                  blind["dual"]["median |ŝ − s|"], 2, "<=")
 
+
 # %% [markdown]
 # ## Summary
 #
-# * **The exact-density test** (section 2, table `exact_density_errors`): on Gaussian mixtures in d = 2 and
-#   d = 16, with pixel- and Fourier-diagonal Σ inside and outside the training family, A-DSM + A-CSM brings the
-#   error of the normalised log p(y|Σ) and of log-ratios between nearby Σ down by more than an order of
-#   magnitude against the same network trained with A-DSM alone, whose error is a Σ-dependent offset of
-#   1.4–2.7 nats per dimension that no single constant can remove. The dual error is not zero: 0.02–0.05
-#   nats/dim in d = 2 and 0.05–0.16 in d = 16 (largest at isotropic Σ with tiny variances, a corner of the
-#   training family), and mostly an offset, i.e. an error in the learned covariance score integrated along Σ;
-#   log-ratios between nearby Σ are accurate to 0.005–0.045 nats/dim (single: 0.19–0.33).
-# * **The reviewer's question** — does a model trained on denoising plus the covariance term give normalised
-#   densities for Σ outside its training family? — gets a qualified yes at this scale: the errors on i.i.d.
-#   per-coordinate variances and power-law spectra (never seen in training) are of the same order as in the
-#   family, because A-CSM constrains ∂U/∂Σ per coordinate and the network interpolates it. Σ must still be
-#   pixel- or Fourier-diagonal (what the network can take as input), and each basis needs its own anchor: the
-#   two embeddings of the same isotropic Σ are separate inputs, so the losses leave one constant per basis.
+# What each section established; the numbers come from this run and are printed by the next cell.
+#
 # * **The losses against the exact mixture** (section 1): our targets are unbiased; the released code's
 #   channel mean is off by the channel count and its Fourier target is uncorrelated with the spectral score
 #   the network returns.
-# * **MNIST** (≈1.1k dual and ≈1.3k single steps in 9 CPU minutes each): A-CSM costs a little denoising
-#   quality here (geometric-mean MSE 1.14× the single model's, which also got ~20% more steps in the same
-#   time; the paper, at 400k steps, finds dual ≤ single); the normalised dual model scores test digits at
-#   ≈4.4 bits/dim (a small, briefly trained model: good MNIST density models reach ≈1) and ranks them above
-#   every corrupted and out-of-distribution set; in the high-noise regime, where the entropy is known, its
-#   cross-entropy is within 0.08 nats/dim while the single model's is off by 3.5–16 nats/dim, and it finds the
-#   box side blindly in every test digit while the single model never does. A first full run without the
-#   offset head and with the paper's 1/d² weight learned no offset in 1k steps (errors 2.29 and 1.15
-#   nats/dim at t = 10 and 100 for *both* models, i.e. exactly ½ ln 100 and ½ ln 10): at d = 784 the
-#   per-coordinate A-CSM with 1/d² gives the systematic (log-det) part of the covariance score d times less
-#   gradient than A-DSM; the paper's 400k GPU steps may not meet this, our CPU budget does.
+# * **The exact-density test** (section 2). Against the *uncorrected* A-DSM model, A-CSM cuts the error of
+#   the normalised log p(y|Σ) by more than an order of magnitude, but that comparison flatters it: part of the
+#   single model's offset is the analytic ½ log det of its own Gaussian start, which A-DSM cannot see and a
+#   user can add by hand. Against the **fair A-DSM controls** (single + ½ log det(I + Σ), single +
+#   ½ log det(C_x + Σ)) the gain is smaller and depends on d and on the Σ family; the factors are printed
+#   below and the per-set numbers are in table `exact_density_errors`. In d = 2, where the mixture is far from
+#   Gaussian, no analytic term comes close on any family. In d = 16 the analytic term removes most of the
+#   single model's offset in-family (the factor over the dual model drops from tens to single digits); the
+#   controls' errors are largest on power-law spectra and isotropic Σ, where the log-det of a Gaussian is a
+#   poor guess at small variances (figure `08_isotropic_path`: it overshoots); but on the genuinely new d = 16
+#   family, i.i.d. pixel variances, the ½ log det(C_x + Σ) control is as accurate as the dual model or
+#   slightly better — in log p, in log-ratios and in the covariance score. What A-CSM buys over a fair control is therefore
+#   **robustness across Σ families** — its worst-set error stays well below the controls' worst-set errors
+#   (the checked claim) — not a uniform order of magnitude, and not on every new family. Its covariance
+#   score v∂U/∂v (table `covariance_score_errors`) is two to several times more accurate than the controls' in-family,
+#   on power-law spectra and on isotropic Σ, but not on the d = 16 i.i.d. pixel variances, where its error is
+#   nearly the size of the score itself: at this scale the learned per-coordinate score does not carry over to
+#   that family. (Issue #10 measured parity in-family between the dual model and the ½ log det(C_x + Σ)
+#   control in d = 16; with the anchors and Σ draws of this notebook we do not reproduce it.) The dual model
+#   is not exact: its log-ratios between nearby Σ are several times less accurate on the d = 16 i.i.d. pixel
+#   variances than in-family, and in d = 16 its largest log p error is on isotropic Σ, worst at small
+#   variances (figure `08_isotropic_path`).
+# * **The reviewer's question** — does a model trained on denoising plus the covariance term give normalised
+#   densities for Σ outside its training family? — gets a qualified yes at this scale, with the caveats above
+#   (chiefly the d = 16 i.i.d. pixel variances, where the dual model is no better than a Gaussian log-det).
+#   Σ must still be pixel- or Fourier-diagonal, and the paper's "one constant" is **one constant per basis**
+#   here (section 2b): the network embeds the two writings of an isotropic Σ separately and the losses leave
+#   each its own constant. Per-basis anchors remove the gap at the anchor, not everywhere. A training that
+#   also ties the two writings of isotropic Σ together (the same y, the same Σ in both bases, one energy) is
+#   future work; until then this is a limitation of the method as trained here (and plausibly in the paper,
+#   whose released network also embeds the two bases with separate nets).
+# * **Normalisation tests without an exact density** (section 2c): the one-sided bound CE ≥ h(noise) and the
+#   importance-sampled log Z with the Gaussian proposal agree with the exact answers on the mixtures, where
+#   the exact density sits between the bound and the Gaussian entropy, as it must.
+# * **MNIST** (the committed models: ≈1.1k dual and ≈1.3k single steps in 9 CPU minutes each, to be replaced
+#   by UNet-backbone models trained for hours). Denoising: the committed energies **lose to the Gaussian
+#   (linear-MMSE) control** at the Σ counted in the next cell, by large factors at large σ², where even the
+#   untrained energy does better; at this budget they are not useful priors. The claim that the retrained
+#   models beat the control at every Σ of the grid is written and recorded, not asserted. Normalisation: the
+#   dual model **fails** the entropy bound at t = 10 and 100 (by the number of nats printed below, i.e. it
+#   integrates to at least e to that power); the earlier check "cross-entropy within 0.25 nats/dim of the
+#   Gaussian entropy", which it passed, was this failure seen without its sign. The importance-sampled log Z
+#   is set beside that bound below, with its ESS. Absolute bits/dim carry the normalisation error; the
+#   ranking of test digits above corrupted and out-of-distribution inputs, and the blind box-size estimate,
+#   do not depend on the constant. A first full run without the offset head and with the paper's 1/d² weight
+#   learned no offset in 1k steps (errors 2.29 and 1.15 nats/dim at t = 10 and 100 for *both* models, i.e.
+#   ½ ln 100 and ½ ln 10, from that earlier run): at d = 784 the per-coordinate A-CSM with 1/d² gives the
+#   systematic (log-det) part of the covariance score d times less gradient than A-DSM.
 # * **Cost**: `scripts/bench_acsm.py` times a training step with and without A-CSM (both scores come from one
 #   autograd call) and ∇_yU against a plain denoiser forward of the same backbone.
+
+# %%
+def say(text):
+    """Show computed prose as Markdown in a kernel, as text in a plain run."""
+    if in_kernel():
+        from IPython.display import Markdown, display
+        display(Markdown(text))
+    else:
+        print(text)
+
+
+lines = ["**This run's numbers.**", ""]
+for key in GM_SETUPS:
+    d = GM_SETUPS[key]["d"]
+    du, sd, ci, cc = (summary[(key, n)] for n in (DUAL, SINGLE, SINGLE_I, SINGLE_C))
+    row = lambda s: f"{s['in_offset']:.3f} / {s['new_offset']:.3f} / {s['iso_offset']:.3f} (worst: {s['worst_set']}, {s['worst_set_offset']:.3f})"
+    lines.append(f"* d = {d}, |log p error| in nats/dim, in-family / new families / isotropic: dual {row(du)}; "
+                 f"uncorrected single {row(sd)}; single + ½logdet(I+Σ) {row(ci)}; single + ½logdet(C_x+Σ) {row(cc)}. "
+                 f"Dual better than the uncorrected single by {sd['in_offset'] / du['in_offset']:.0f}× in-family; than the "
+                 f"controls by {ci['in_offset'] / du['in_offset']:.1f}× and {cc['in_offset'] / du['in_offset']:.1f}× in-family, "
+                 f"{ci['new_offset'] / du['new_offset']:.1f}× and {cc['new_offset'] / du['new_offset']:.1f}× on new families, "
+                 f"{ci['iso_offset'] / du['iso_offset']:.1f}× and {cc['iso_offset'] / du['iso_offset']:.1f}× on isotropic Σ.")
+r16 = gm_tab[(gm_tab["d"] == 16) & (gm_tab["model"] == DUAL)].set_index("Σ set")["|ratio err| nats/dim"]
+lines.append(f"* d = 16 dual log-ratio error (nats/dim): {r16['training family']:.3f} in-family, "
+             f"{r16['i.i.d. pixel variances']:.3f} on i.i.d. pixel variances "
+             f"({r16['i.i.d. pixel variances'] / r16['training family']:.1f}× the in-family error), "
+             f"{r16['power-law spectra']:.3f} on power-law spectra, {r16['isotropic']:.3f} on isotropic Σ.")
+gd = gap_tab[gap_tab["model"] == DUAL]
+lines.append(f"* Mixtures, one constant per basis: the dual energy's pixel − Fourier gap for the same tI spans "
+             f"{gd['U_pixel − U_Fourier (nats)'].min():.2f} to {gd['U_pixel − U_Fourier (nats)'].max():.2f} nats over "
+             f"t ∈ [{min(cfg['gap_levels']):g}, {max(cfg['gap_levels']):g}]; after per-basis anchors at most "
+             f"{gd['normalised log p gap (nats/dim)'].abs().max():.3f} nats/dim.")
+dd = is_gm_tab[is_gm_tab["model"] == DUAL]
+lines.append(f"* Mixtures, importance-sampled log Z of the dual energies at t ∈ {{1, 10}}: "
+             f"{dd['log Z, Gaussian proposal (nats)'].min():.2f} to {dd['log Z, Gaussian proposal (nats)'].max():.2f} nats "
+             f"(ESS/n {dd['ESS/n'].min():.2f}–{dd['ESS/n'].max():.2f}; references "
+             f"{dd['log Z, reference (nats)'].min():.2f} to {dd['log Z, reference (nats)'].max():.2f}).")
+box10 = mse_tab[(mse_tab["Σ"] == "box 14×14")].iloc[-1]
+lines.append(f"* MNIST denoising: dual or single lose to the Gaussian control at {len(lose)} of {len(mse_tab)} Σ of the "
+             f"grid (worst MSE ratio {worst_vs_gauss.max():.1f}); box σ² = {box10['σ²']:g}: dual {box10['dual']:.3g}, "
+             f"single {box10['single']:.3g}, Gaussian control {box10['Gaussian control']:.3g}, prior-mean fill "
+             f"{box10['prior mean, observed kept']:.3g}, untrained energy {box10['untrained energy']:.3g} (MSE per pixel).")
+beaten_by_untrained = int((mse_tab["untrained energy"] < mse_tab["dual"]).sum())
+lines.append(f"* MNIST denoising: the untrained energy has a lower MSE than the dual model at {beaten_by_untrained} of "
+             f"{len(mse_tab)} Σ.")
+lines.append(f"* MNIST entropy bound: the dual model {'passes' if d_rows['z (lower bound)'].min() >= -3 else 'fails'} it; its CE − h(noise) ranges "
+             f"{d_rows['CE − h(noise) (nats)'].min():.1f} to {d_rows['CE − h(noise) (nats)'].max():.1f} nats over "
+             f"t ∈ {{10, 100}} and both bases (bound: ≥ 0; the exact density lies within "
+             f"{g_rows['h_G − h(noise) (nats)'].max():.2f} nats of the Gaussian entropy), so it integrates to at least "
+             f"e^{max(0.0, -d_rows['CE − h(noise) (nats)'].min()):.0f}; the Gaussian control passes "
+             f"(min z {g_rows['z (lower bound)'].min():.1f}).")
+bound10 = d_rows[d_rows["t"] == 10.0].set_index("basis")["implied log Z ≥ (nats)"]
+for _, r in mn_is_tab[mn_is_tab["model"] == "dual"].iterrows():
+    extra = f"; the entropy bound at t = 10 says ≥ {bound10[r['basis']]:.1f}" if r["t"] == 10.0 else ""
+    lines.append(f"* MNIST importance-sampled log Z, dual, t = {r['t']:g}, {r['basis']}: log Ẑ − c = {r['log Ẑ − c (nats)']:.1f} "
+                 f"nats with ESS {r['ESS']:.1f} of {r['n']} ({'usable' if r['ESS'] >= 0.1 * r['n'] else 'unreliable: a small ESS biases log Ẑ down'}){extra}.")
+mg = mn_gap_tab[mn_gap_tab["model"] == "dual"]
+lines.append(f"* MNIST one constant per basis: anchor constants (pixel, Fourier) {mn_const[True]['pixel']['c']:.0f} and "
+             f"{mn_const[True]['fourier']['c']:.0f} nats; the same tI gets dual energies "
+             f"{mg['U_pixel − U_Fourier (nats)'].min():.0f} to {mg['U_pixel − U_Fourier (nats)'].max():.0f} nats apart "
+             f"depending on how it is written; after per-basis anchors up to "
+             f"{mg['normalised log p gap (nats)'].abs().max():.0f} nats remain.")
+lines.append(f"* MNIST bits/dim of uniformly dequantised test digits at σ₀² = 1e-4: dual "
+             f"{dq['dual (A-DSM + A-CSM)'].mean().item():.2f}, Gaussian control "
+             f"{dq['Gaussian control N(μ, C + σ₀²I)'].mean().item():.2f} (not the published protocol; the dual's "
+             f"normalisation error applies). Blind box side: dual median |ŝ − s| {blind['dual']['median |ŝ − s|']:g}, "
+             f"single {blind['single']['median |ŝ − s|']:g}.")
+lines.append(f"* MNIST claims recorded for the retrained models (not asserted now): "
+             + "; ".join(f"{c['name']} — {'passes' if c['passes_now'] else 'fails'} now ({c['value']:.3g} {c['comparison']} {c['threshold']:g})"
+                         for c in PENDING) if PENDING else "* MNIST models are the retrained ones: every claim above was asserted.")
+say("\n".join(lines))
 
 # %%
 report.finish()
