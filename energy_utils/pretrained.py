@@ -24,7 +24,6 @@ Usage::
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from . import data
+from .checkpoints import sha256
 
 PRETRAINED_SUBDIR = "pretrained"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -252,12 +252,6 @@ def read_checksums(path: Path) -> dict[str, str]:
     return sums
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_checksum(path: Path, checksum_file: Path) -> str:
@@ -270,7 +264,7 @@ def verify_checksum(path: Path, checksum_file: Path) -> str:
     expected = read_checksums(checksum_file).get(rel)
     if expected is None:
         raise ChecksumMismatch(f"{path}: no entry {rel!r} in {checksum_file}")
-    actual = sha256_file(path)
+    actual = sha256(path)
     if actual != expected:
         raise ChecksumMismatch(f"{path}: SHA-256 {actual} differs from {expected} listed in {checksum_file} "
                                f"(file corrupted or replaced)")
