@@ -273,7 +273,8 @@ plt.show()
 # compare NFE and PSNR with the native rule.
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# Not compared by nbval: adaptive stopping makes the iteration counts discrete functions of float values, so they
+# move by a step or two between CPUs (mean 13.285 here, 13.289 on the CI machine). The verdict cell below is compared.
 cross = []
 for name, (E, meta) in energies.items():
     task = TASKS[name]
