@@ -1,11 +1,15 @@
 """Named training recipes for the models that take hours on our CPU: one definition, used by the notebook
-(``RETRAIN=True``) and by the background command line, resumable across sessions.
+(``RETRAIN=True``) and by the background command line, resumable across sessions. The recipes: the MNIST
+bias-free UNet denoiser of notebook 03 and the MNIST energies of notebook 08, trained with A-DSM + A-CSM
+(``08_mnist_energy_dual``) and with A-DSM alone (``08_mnist_energy_single``) from the same initialisation on the
+same batches.
 
 A recipe trains until its validation curve flattens (:class:`~energy_utils.training.PlateauLR`), in as many
 sittings as it needs: each call runs for at most ``max_time_s`` seconds, keeps the resumable training state
 (model, optimizer, scheduler, history, RNG) in ``data/train_state/<name>.pt`` for the full profile (an ignored
 folder otherwise) and writes the current model as the checkpoint ``<name>`` with its validation curve, the steps,
-batch, wall time and hardware, and whether the curve has flattened (``meta["converged"]``)::
+batch, wall time and hardware, whether the curve has flattened (``meta["converged"]``) and what rebuilds the
+model (``meta["spec"]`` for denoisers, ``meta["kind"]`` and ``meta["kwargs"]`` for energies)::
 
     python -m energy_utils.recipes list
     python -m energy_utils.recipes train 03_bf_unet_mnist --hours 3 [--profile full] [--threads 1]
@@ -18,6 +22,7 @@ writes the state and the checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,19 +31,28 @@ from typing import Callable
 
 import torch
 
-from . import data, denoisers, distributed, networks, paths
+from . import checkpoints, data, denoisers, distributed, energy_training, networks, paths
+from .covariances import CovFamily, DiagCov, box_var
+from .energy_models import ImageEnergy
 from .runtime import configure_threads, describe_hardware, pick_device
 
 
 @dataclass
 class Recipe:
     """A model, its data and its training settings. ``build()`` returns the network; ``train(model, scratch,
-    max_time_s, smoke)`` trains it (resuming from ``scratch``) and returns the history of ``training.fit``."""
+    max_time_s, smoke)`` trains it (resuming from ``scratch``) and returns the history of ``training.fit``;
+    ``model_meta(model)`` returns the checkpoint metadata that rebuilds the model (and says how it was
+    trained): ``{"spec": ...}`` for denoisers (:func:`energy_utils.denoisers.load_denoiser`)."""
     name: str
     summary: str
     build: Callable[[], torch.nn.Module]
     train: Callable
     data_source: Callable[[], dict] = field(default=lambda: {})
+    model_meta: Callable[[torch.nn.Module], dict] = field(default=lambda model: {"spec": model.spec})
+
+
+def _mnist_sources() -> dict:
+    return {"train": data.load_mnist("fit").source, "validation": data.load_mnist("val").source}
 
 
 # ---------------------------------------------------------------------------------------------- MNIST denoiser
@@ -60,6 +74,56 @@ def _mnist_unet_train(model, scratch, max_time_s, smoke=False):
         max_time_s=max_time_s)
 
 
+# ------------------------------------------------------------------------------------------- MNIST energies
+MNIST_ENERGY = dict(channels=1, widths=(16, 32, 48), emb=32)     # notebook 08's ImageEnergy (MN_KW)
+MNIST_COV_FAMILY = CovFamily(var_min=1e-4, var_max=1e3)          # notebook 08's training Σ (MN_FAM)
+MNIST_CSM_WEIGHT = 784.0                                          # A-CSM weighted 1/d (= d · 1/d²), d = 784
+MNIST_ENERGY_TRAIN = dict(batch=32, lr=2e-3, clip_grad=1.0, max_steps=300_000, validate_every=500, val_digits=128,
+                          val_seed=123_456_789,     # fixed validation draws, apart from the per-step batch seeds
+                          plateau=dict(patience=4, factor=0.5, max_reductions=3, rel_tol=0.005, warmup=200))
+# denoising MSE of D(y) = y − Σ∇_yU in the validation curve: a centred 14×14 box at σ² = 1 with 1e-4 outside,
+# and isotropic σ² = 0.1
+MNIST_ENERGY_VAL_COVS = {
+    "box14@1": DiagCov.from_var(box_var((1, 28, 28), torch.tensor([14]), torch.tensor([1.0]), torch.tensor([1e-4]))),
+    "iso@0.1": DiagCov.isotropic(0.1, (1, 28, 28)),
+}
+
+
+def _mnist_energy_train(dual: bool) -> Callable:
+    """The ``train`` of an MNIST energy recipe: A-DSM + A-CSM when ``dual``, A-DSM alone otherwise, with the same
+    initialisation (``train`` seeds it), batches, noise and validation draws for both."""
+    def train(model, scratch, max_time_s, smoke=False):
+        t = MNIST_ENERGY_TRAIN
+        fit_x, val_x = data.load_mnist("fit").images, data.load_mnist("val").images
+        steps, batch, every = (SMOKE_STEPS, 4, 8) if smoke else (t["max_steps"], t["batch"], t["validate_every"])
+        validate = energy_training.energy_validation(val_x[:16] if smoke else val_x[:t["val_digits"]],
+                                                     MNIST_COV_FAMILY, MNIST_ENERGY_VAL_COVS, seed=t["val_seed"])
+        return energy_training.train_energy_model(
+            model, fit_x, MNIST_COV_FAMILY, steps, batch, t["lr"], dual=dual,
+            csm_weight=MNIST_CSM_WEIGHT if dual else 0.0, seed=0, scratch=scratch, clip_grad=t["clip_grad"],
+            desc=f"mnist energy {'dual' if dual else 'single'}", checkpoint_every=every, validate=validate,
+            validate_every=every, plateau=t["plateau"], max_time_s=max_time_s)
+    return train
+
+
+def _mnist_energy_meta(dual: bool) -> Callable[[torch.nn.Module], dict]:
+    """What rebuilds an MNIST energy (``ImageEnergy(**meta["kwargs"])``, or
+    :func:`energy_utils.energy_training.load_energy_model`) and how it was trained."""
+    return lambda model: {"kind": "image", "kwargs": dict(MNIST_ENERGY), "dual": dual,
+                          "csm_weight": MNIST_CSM_WEIGHT if dual else 0.0,
+                          "cov_family": dataclasses.asdict(MNIST_COV_FAMILY), "batch": MNIST_ENERGY_TRAIN["batch"]}
+
+
+def _mnist_energy_recipe(dual: bool) -> Recipe:
+    name = f"08_mnist_energy_{'dual' if dual else 'single'}"
+    loss = "A-DSM + A-CSM (A-CSM weighted 1/d)" if dual else "A-DSM only"
+    return Recipe(
+        name,
+        f"gain-modulated UNet energy ImageEnergy (widths 16/32/48, emb 32) on MNIST, {loss}, Σ pixel/Fourier-diagonal "
+        f"with variances in [1e-4, 1e3], batch 32, Adam 2e-3 halved on plateaus of the validation A-DSM loss until flat",
+        lambda: ImageEnergy(**MNIST_ENERGY), _mnist_energy_train(dual), _mnist_sources, _mnist_energy_meta(dual))
+
+
 RECIPES: dict[str, Recipe] = {
     "03_bf_unet_mnist": Recipe(
         "03_bf_unet_mnist",
@@ -67,7 +131,9 @@ RECIPES: dict[str, Recipe] = {
         "Adam 1e-3 halved on validation plateaus until flat",
         lambda: networks.DenoiserUNet(1, **MNIST_UNET),
         _mnist_unet_train,
-        lambda: {"train": data.load_mnist("fit").source, "validation": data.load_mnist("val").source}),
+        _mnist_sources),
+    "08_mnist_energy_dual": _mnist_energy_recipe(dual=True),
+    "08_mnist_energy_single": _mnist_energy_recipe(dual=False),
 }
 
 
@@ -88,8 +154,9 @@ def state_path(name: str, profile: str) -> Path:
 def train(name: str, profile: str = "full", device: str | torch.device = "auto", max_time_s: float | None = None,
           smoke: bool | None = None) -> tuple[torch.nn.Module, dict]:
     """Train (or resume) recipe ``name`` for at most ``max_time_s`` seconds; save checkpoint ``name`` in
-    ``profile`` with meta {spec, converged, steps, batch, wall_time_s, hardware, history, data} and return
-    (model in eval mode, meta). A recipe whose curve has already flattened returns at once."""
+    ``profile`` with meta {the recipe's ``model_meta`` (spec, or kind and kwargs), converged, steps,
+    wall_time_s, hardware, val (the validation curve), loss, data, parameters} and return (model in eval mode,
+    meta). A recipe whose curve has already flattened returns at once."""
     recipe = get(name)
     smoke = (profile == "smoke") if smoke is None else smoke
     if distributed.is_distributed():        # under torchrun: one process per device (see energy_utils.distributed)
@@ -110,13 +177,13 @@ def train(name: str, profile: str = "full", device: str | torch.device = "auto",
         store.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work, store)
     steps = history.get("stopped_at", history["step"][-1] + 1 if history["step"] else 0)
-    meta = {"spec": model.spec, "recipe": recipe.summary, "converged": "converged_at" in history,
+    meta = {**recipe.model_meta(model), "recipe": recipe.summary, "converged": "converged_at" in history,
             "steps": int(steps), "wall_time_s": history["wall_time_s"], "hardware": describe_hardware(device),
             "this_call_s": time.perf_counter() - t0, "val": history["val"],
             "loss": {"step": history["step"][::10], "value": history["loss"][::10]},
             "data": recipe.data_source(), "parameters": networks.count_parameters(model)}
     if main:
-        denoisers.save_denoiser(name, model, meta, profile)
+        checkpoints.save_checkpoint(name, model.state_dict(), meta, profile)
     distributed.barrier()
     return model.eval(), meta
 

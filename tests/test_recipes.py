@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from energy_utils import denoisers, networks, recipes
+from energy_utils import checkpoints, denoisers, networks, recipes
+from energy_utils.energy_models import ImageEnergy
+from energy_utils.energy_training import load_energy_model
 
 
 def test_recipe_sitting_saves_a_checkpoint_and_a_second_sitting_resumes(monkeypatch, tmp_path):
@@ -22,3 +24,31 @@ def test_recipe_sitting_saves_a_checkpoint_and_a_second_sitting_resumes(monkeypa
     assert m["steps"] == recipes.SMOKE_STEPS and loaded.spec == model.spec
     with pytest.raises(KeyError, match="unknown recipe"):
         recipes.get("no_such_recipe")
+
+
+def test_energy_recipe_sitting_saves_a_loadable_energy_and_a_second_sitting_resumes():
+    torch.set_num_threads(1)
+    name = "08_mnist_energy_dual"
+    scratch = recipes.paths.scratch_dir("smoke", name)
+    for f in scratch.glob("*"):
+        f.unlink()
+    model, meta = recipes.train(name, "smoke", "cpu", max_time_s=1e-9)      # stops after its first step
+    assert isinstance(model, ImageEnergy) and not model.training
+    assert meta["steps"] == 1 and meta["converged"] is False and [v["step"] for v in meta["val"]] == [0]
+    assert meta["dual"] is True and meta["csm_weight"] == recipes.MNIST_CSM_WEIGHT and meta["batch"] == 32
+    assert {"val_loss", "val_csm", "val_mse@box14@1", "val_mse@iso@0.1"} <= set(meta["val"][0])
+    ck = checkpoints.load_checkpoint(name, "smoke")
+    loaded = ImageEnergy(**ck["meta"]["kwargs"])                             # as notebook 08 reloads its energies
+    loaded.load_state_dict(ck["state_dict"])
+    g = torch.Generator().manual_seed(0)
+    x = recipes.data.load_mnist("val").images[:4]
+    cov = recipes.MNIST_COV_FAMILY.sample(4, (1, 28, 28), g)
+    assert torch.isfinite(loaded(x + cov.sample(1, g), cov)).all()
+    model2, meta2 = recipes.train(name, "smoke", "cpu")                      # resumes at step 1, ends the budget
+    assert meta2["steps"] == recipes.SMOKE_STEPS and [v["step"] for v in meta2["val"]] == [0, 8, 16, 24]
+    assert torch.load(scratch / "train_state.pt", weights_only=False)["history"]["resumed_from"] == 1
+    again, m = load_energy_model(name, "smoke")
+    assert m["steps"] == recipes.SMOKE_STEPS and m["kind"] == "image" and m["cov_family"]["var_min"] == 1e-4
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model2.state_dict().values()))
+    with pytest.raises(KeyError, match="spec"):
+        denoisers.load_denoiser(name, "smoke")                               # an energy is not a denoiser
