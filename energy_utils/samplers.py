@@ -203,3 +203,24 @@ def posterior_summary(x: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, to
         raise ValueError(f"batch of {x.shape[0]} is not a multiple of n_samples={n_samples}")
     g = x.view(-1, n_samples, *x.shape[1:])
     return g.mean(1), g.std(1, unbiased=n_samples > 1)
+
+
+def posterior_mean_mse_estimate(x: torch.Tensor, n_samples: int, clean: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE of the *exact* posterior mean E[x|y], estimated from ``n_samples`` ≥ 2 posterior samples.
+
+    For k samples drawn independently from p(x|y), with mean x̄_k,
+
+        E‖x̄_k − x‖²/N = ‖E[x|y] − x‖²/N + tr Cov[x|y] / (kN),
+
+    so the average of k samples is worse than the posterior mean by the posterior variance over k. Subtracting
+    the unbiased sample variance (averaged over pixels) divided by k gives an unbiased estimate of the first term
+    (the MMSE-type error a k → ∞ average would reach). It is exact only for independent samples from p(x|y);
+    clamped at 1e-12. ``x``: chains grouped as in :func:`posterior_summary`; ``clean``: (B / n_samples, ...).
+    Returns (B / n_samples,)."""
+    if n_samples < 2:
+        raise ValueError("posterior_mean_mse_estimate needs n_samples >= 2 to estimate the posterior variance")
+    mean, std = posterior_summary(x, n_samples)
+    if clean.shape != mean.shape:
+        raise ValueError(f"clean images {tuple(clean.shape)} do not match the {tuple(mean.shape)} posterior means")
+    mse_k = (mean - clean).pow(2).flatten(1).mean(1)
+    return (mse_k - std.pow(2).flatten(1).mean(1) / n_samples).clamp_min(1e-12)

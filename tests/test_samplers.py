@@ -237,3 +237,18 @@ def test_bf16_autocast_runs_and_stays_close():
     assert torch.allclose(one.estimate, engine.DenoiserSource(den)(y, torch.arange(4)).estimate, atol=1e-2)
     with pytest.raises(ValueError, match="autocast_dtype"):
         engine.DenoiserSource(den, autocast_dtype=torch.int8)
+
+
+def test_posterior_mean_mse_estimate_removes_the_finite_sample_excess():
+    """For exact samples x ~ N(m, s²I) around a posterior mean m, the estimate recovers ‖m − x*‖²/N while the
+    mean of k samples carries an extra s²/k."""
+    g = torch.Generator().manual_seed(0)
+    B, k, N, s = 400, 4, 64, 0.3
+    clean = torch.randn(B, N, generator=g)
+    m = clean + 0.1 * torch.randn(B, N, generator=g)                     # posterior means, MMSE = 0.01
+    samples = (m[:, None] + s * torch.randn(B, k, N, generator=g)).reshape(B * k, N)
+    naive = (S.posterior_summary(samples, k)[0] - clean).pow(2).mean().item()
+    est = S.posterior_mean_mse_estimate(samples, k, clean).mean().item()
+    assert abs(naive - (0.01 + s**2 / k)) < 0.002 and abs(est - 0.01) < 0.002
+    with pytest.raises(ValueError, match="n_samples >= 2"):
+        S.posterior_mean_mse_estimate(samples, 1, clean)
