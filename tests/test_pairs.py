@@ -13,7 +13,7 @@ SOURCES = notebooks.notebook_sources()
 
 # Committed notebooks last executed before the runner showed figures inline and wrote normalized notebooks.
 # Remove a number here once its notebook has been re-run in the full profile.
-NOT_RERUN_SINCE_INLINE_FIGURES = ("03",)
+NOT_RERUN_SINCE_INLINE_FIGURES: tuple[str, ...] = ()
 
 
 def rerun_required(sources):
