@@ -7,6 +7,8 @@ A prior p(x) = Σ_k w_k N(x; μ_k, C_k) observed through y = x + n, n ~ N(0, Σ)
 so its score ∇_y log p(y|Σ), its covariance score ∇_Σ log p(y|Σ) and the posterior mean E[x | y] are all
 exact. Σ is a :class:`NoiseCov`: isotropic (σ²), diagonal or full, optionally one per batch element.
 C_k may be singular (a point mass or a low-rank Gaussian) as long as every S_k is positive definite.
+:meth:`GaussianMixture.posterior` gives the exact posterior of a linear measurement y = Ax + n, again a
+mixture (:class:`MixturePosterior`: its moments, log-density and exact samples).
 """
 from __future__ import annotations
 
@@ -218,7 +220,10 @@ class GaussianMixture:
     def log_prob(self, y, cov=None) -> torch.Tensor:
         """log p(y | Σ), shape (B,). ``cov=None`` evaluates the prior itself (needs positive-definite C_k)."""
         y = self._check_y(y)
-        cov = NoiseCov.isotropic(1e-300, self.dtype) if cov is None else as_noise_cov(cov, self.dtype)
+        # cov=None: a zero "full" Σ, so the Cholesky of C_k itself is used (σ² = 1e-300 through the isotropic
+        # branch cancelled catastrophically, 1/σ² − 1/σ², and returned values like ±1e285)
+        cov = NoiseCov("full", torch.zeros(self.dim, self.dim, dtype=self.dtype)) if cov is None \
+            else as_noise_cov(cov, self.dtype)
         log_terms, _, _ = self._terms(y, cov.to(device=y.device))
         return torch.logsumexp(log_terms, dim=1)
 
@@ -272,6 +277,112 @@ class GaussianMixture:
         s = self.score(y, cov)
         return 2 * self.covariance_score(y, cov) - s[:, :, None] * s[:, None, :]
 
+    # -- linear inverse problems ------------------------------------------------------------------------
+    def posterior(self, A, noise_var, y) -> "MixturePosterior":
+        """The exact posterior p(x | y) for y = A x + n, n ~ N(0, σ² I_m), A an (m, d) matrix, y (B, m).
+
+        Each component stays Gaussian and the posterior is the mixture
+
+            p(x | y) = Σ_k w_k'(y) N(x; μ_k'(y), C_k'),
+            G_k  = A C_k Aᵀ + σ² I_m                              (covariance of y under component k)
+            K_k  = C_k Aᵀ G_k⁻¹                                     (gain)
+            μ_k' = μ_k + K_k (y − A μ_k)
+            C_k' = C_k − K_k A C_k  = (C_k⁻¹ + AᵀA/σ²)⁻¹           (the same for every y)
+            w_k' ∝ w_k N(y; A μ_k, G_k).
+
+        The gain form needs only G_k to be invertible (σ² > 0), so singular C_k (point masses, low rank) are
+        fine; C_k' is then singular too and :meth:`MixturePosterior.log_prob` refuses it. Computed in the
+        mixture's dtype (float64 by default), by Cholesky solves of the m × m matrices G_k.
+        """
+        A = torch.as_tensor(A, dtype=self.dtype, device=self.means.device)
+        if A.ndim != 2 or A.shape[1] != self.dim:
+            raise ValueError(f"A must be an (m, {self.dim}) matrix, got shape {tuple(A.shape)}")
+        s2 = float(noise_var)
+        if not s2 > 0 or not math.isfinite(s2):
+            raise ValueError(f"noise_var must be a positive finite number, got {noise_var}")
+        y = torch.as_tensor(y, dtype=self.dtype, device=self.means.device)
+        m = A.shape[0]
+        if y.ndim != 2 or y.shape[1] != m:
+            raise ValueError(f"y must have shape (B, {m}) for an ({m}, {self.dim}) operator, got {tuple(y.shape)}")
+        CAt = self.covs @ A.T                                                  # (K, d, m)
+        G = A @ CAt + s2 * torch.eye(m, dtype=self.dtype, device=A.device)      # (K, m, m)
+        G = 0.5 * (G + G.transpose(-1, -2))
+        L, info = torch.linalg.cholesky_ex(G)
+        if info.any():
+            raise ValueError("A C_k Aᵀ + σ² I is not positive definite for some component")
+        Kt = torch.cholesky_solve(CAt.transpose(-1, -2), L)                    # (K, m, d) = G⁻¹ A C_k = K_kᵀ
+        resid = y[:, None, :] - self.means @ A.T                               # (B, K, m): y − A μ_k
+        means = self.means[None] + torch.einsum("bkm,kmd->bkd", resid, Kt)
+        covs = self.covs - CAt @ Kt
+        covs = 0.5 * (covs + covs.transpose(-1, -2))
+        white = torch.linalg.solve_triangular(L[:, None], resid.transpose(0, 1)[..., None], upper=False)[..., 0]  # (K, B, m)
+        logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)                # (K,)
+        log_ev = -0.5 * (white.pow(2).sum(-1) + logdet[:, None] + m * math.log(2 * math.pi))             # (K, B)
+        log_w = self.weights.log()[None] + log_ev.T                            # (B, K)
+        log_evidence = torch.logsumexp(log_w, dim=1)
+        return MixturePosterior(torch.softmax(log_w, dim=1), means, covs, log_evidence)
+
+
+@dataclass
+class MixturePosterior:
+    """p(x | y) = Σ_k w_k N(x; μ_k, C_k) for a batch of B measurements (see :meth:`GaussianMixture.posterior`).
+
+    ``weights`` (B, K), ``means`` (B, K, d), ``covs`` (K, d, d) (shared by every y), ``log_evidence`` (B,):
+    log p(y) = log Σ_k w_k N(y; A μ_k, A C_k Aᵀ + σ² I).
+    """
+    weights: torch.Tensor
+    means: torch.Tensor
+    covs: torch.Tensor
+    log_evidence: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[-1]
+
+    def mean(self) -> torch.Tensor:
+        """E[x | y] = Σ_k w_k μ_k, (B, d)."""
+        return torch.einsum("bk,bkd->bd", self.weights, self.means)
+
+    def covariance(self) -> torch.Tensor:
+        """Cov[x | y] = Σ_k w_k (C_k + μ_k μ_kᵀ) − E[x|y] E[x|y]ᵀ, (B, d, d) (law of total covariance)."""
+        m = self.mean()
+        dev = self.means - m[:, None, :]                                      # centred: no cancellation
+        within = torch.einsum("bk,kij->bij", self.weights, self.covs)
+        between = torch.einsum("bk,bki,bkj->bij", self.weights, dev, dev)
+        return within + between
+
+    def sample(self, n_per_y: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n_per_y exact draws for each measurement: (B, n_per_y, d). A component per draw, then its Gaussian."""
+        if n_per_y < 1:
+            raise ValueError(f"n_per_y must be >= 1, got {n_per_y}")
+        B, K, d = self.means.shape
+        dev = self.means.device
+        k = torch.multinomial(self.weights.cpu(), n_per_y, replacement=True, generator=generator)      # (B, n)
+        evals, evecs = torch.linalg.eigh(self.covs)                           # C_k' may be singular: eigh, not Cholesky
+        roots = (evecs * evals.clamp_min(0).sqrt()[:, None, :]).cpu()
+        z = torch.randn(B, n_per_y, d, dtype=self.means.dtype, generator=generator)
+        x = torch.gather(self.means.cpu(), 1, k[..., None].expand(B, n_per_y, d))
+        for j in range(K):                                                    # a loop over components, not samples
+            sel = k == j
+            x[sel] += z[sel] @ roots[j].T
+        return x.to(dev)
+
+    def log_prob(self, x) -> torch.Tensor:
+        """log p(x | y) for x of shape (B, n, d) (n points per measurement), returns (B, n)."""
+        x = torch.as_tensor(x, dtype=self.means.dtype, device=self.means.device)
+        B, K, d = self.means.shape
+        if x.ndim != 3 or x.shape[0] != B or x.shape[2] != d:
+            raise ValueError(f"x must have shape ({B}, n, {d}), got {tuple(x.shape)}")
+        L, info = torch.linalg.cholesky_ex(self.covs)
+        if info.any():
+            raise ValueError("a posterior component covariance is singular (a degenerate prior component): "
+                             "log_prob needs positive-definite C_k'")
+        diff = x[:, None, :, :] - self.means[:, :, None, :]                  # (B, K, n, d)
+        white = torch.linalg.solve_triangular(L[None], diff.transpose(-1, -2), upper=False)   # (B, K, d, n)
+        logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)               # (K,)
+        log_n = -0.5 * (white.pow(2).sum(-2) + logdet[None, :, None] + d * math.log(2 * math.pi))   # (B, K, n)
+        return torch.logsumexp(self.weights.log()[..., None] + log_n, dim=1)
+
 
 def random_mixture(n_components: int, dim: int, generator: torch.Generator | None = None, spread: float = 2.0,
                    scale: float = 0.3, rank: int | None = None, dtype=torch.float64) -> GaussianMixture:
@@ -285,3 +396,17 @@ def random_mixture(n_components: int, dim: int, generator: torch.Generator | Non
         return GaussianMixture(w / w.sum(), means, dtype=dtype, factors=R)
     covs = R @ R.transpose(-1, -2)
     return GaussianMixture(w / w.sum(), means, 0.5 * (covs + covs.transpose(-1, -2)), dtype=dtype)
+
+
+def benchmark_mixture(dim: int, n_components: int, seed: int) -> GaussianMixture:
+    """The fixed mixtures on which notebook 08 trains its vector energies (and notebook 09 samples their
+    posteriors), built from their own ``seed`` so that committed models stay paired with their data:
+    equal weights, means ~ N(0, 4·I / max(1, d/4)), component covariances 0.09·(R Rᵀ + 0.3·I) with
+    R_ij ~ N(0, 1/d)."""
+    if dim < 1 or n_components < 1:
+        raise ValueError(f"dim and n_components must be >= 1, got {dim} and {n_components}")
+    g = torch.Generator().manual_seed(seed)
+    means = 2 * torch.randn(n_components, dim, generator=g, dtype=torch.float64) / math.sqrt(max(1.0, dim / 4))
+    R = torch.randn(n_components, dim, dim, generator=g, dtype=torch.float64) / math.sqrt(dim)
+    covs = 0.3**2 * (R @ R.transpose(1, 2) + 0.3 * torch.eye(dim, dtype=torch.float64))
+    return GaussianMixture(torch.full((n_components,), 1.0 / n_components, dtype=torch.float64), means, covs)

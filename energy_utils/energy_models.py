@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .covariances import DiagCov
+from .networks import count_parameters  # noqa: F401  (re-exported: energies are networks too)
 
 LOGVAR_SCALE = 8.0   # log-variances are divided by this before embedding (ln 1e3 ≈ 6.9)
 
@@ -302,10 +303,6 @@ class MixtureEnergy(nn.Module):
         return (-lp + self.offset).to(y.dtype)
 
     energy = forward
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def build_model(kind: str, **kwargs) -> EnergyModel:
