@@ -645,11 +645,10 @@ if TRAINED_FULL:
 # the head (a Σ-only offset has no y-gradient), so the single model keeps it at zero: the comparison stays fair.
 
 # %%
-MN_FAM = CovFamily(var_min=1e-4, var_max=1e3)
-MN_KW = dict(channels=1, widths=(16, 32, 48), emb=32)
-MN_CSM_WEIGHT = 784.0       # A-CSM weighted 1/d (= 784 · 1/d²), see the text above
+MN_FAM = recipes.MNIST_COV_FAMILY            # training Σ: variances in [1e-4, 1e3]
+MN_KW = recipes.MNIST_ENERGY                 # ImageEnergy(channels=1, widths=(16, 32, 48), emb=32)
+MN_CSM_WEIGHT = recipes.MNIST_CSM_WEIGHT     # A-CSM weighted 1/d (= 784 · 1/d²), see the text above
 MN_RECIPES = {True: "08_mnist_energy_dual", False: "08_mnist_energy_single"}
-assert recipes.MNIST_ENERGY == MN_KW and recipes.MNIST_CSM_WEIGHT == MN_CSM_WEIGHT and recipes.MNIST_COV_FAMILY == MN_FAM
 mn_train, mn_test = load_mnist("train"), load_mnist("test")
 report.record_data("MNIST training digits", mn_train.source)
 report.record_data("MNIST test digits", mn_test.source)
