@@ -22,6 +22,8 @@ larger than ``diverge`` in absolute value.
 
 * :func:`pc_sample`: the paper's posterior predictor–corrector along a diagonal covariance path (brief §5.1),
   with ULA or MALA correctors (§5.2), for coordinate-mask measurements;
+* :func:`annealed_sample`: annealed Langevin or MALA along an isotropic path, for any A (the energy sampler
+  where the mask predictor–corrector does not apply);
 * :func:`mala_sample` / :func:`langevin_sample`: MALA / ULA on the exact posterior energy
   U(x, Σ_tiny) + ‖y − Ax‖²/(2σ_n²) for a general matrix A (the reference, and its unadjusted counterpart);
 * :func:`dps_sample`, :func:`red_diff_sample`, :func:`daps_sample`: the baselines of §6.2 on y = Ax + n.
@@ -43,7 +45,7 @@ from .densities import GaussianMixture, NoiseCov
 from .energy_models import energy_and_scores
 
 __all__ = ["MixturePrior", "EnergyPrior", "LinearGaussianLikelihood", "mask_likelihood", "SamplerDivergence",
-           "geometric_path", "tweedie_denoise", "pc_sample", "mala_sample", "langevin_sample", "dps_sample",
+           "geometric_path", "tweedie_denoise", "evaluate_posterior", "pc_sample", "annealed_sample", "mala_sample", "langevin_sample", "dps_sample",
            "red_diff_sample", "daps_sample"]
 
 
@@ -445,6 +447,13 @@ def pc_sample(prior, y_obs: torch.Tensor, mask: torch.Tensor, obs_var: float, va
 # ---------------------------------------------------------------------------------------------------------
 # Reference chains on the exact posterior energy
 # ---------------------------------------------------------------------------------------------------------
+def evaluate_posterior(prior, lik: LinearGaussianLikelihood, x: torch.Tensor, prior_var):
+    """V(x) = U(x, Σ) + ‖y − Ax‖²/(2σ_n²) and ∇V (one NFE): the posterior energy that the chains sample."""
+    u, g = prior.energy_and_grad(x, prior_var)
+    v, gv = lik.energy(x)
+    return u + v, g + gv
+
+
 def _posterior_chain(prior, lik, x0, step, n_steps, prior_var, temperature, adjust, adapt_steps, target_accept,
                      generator, callback, disable, diverge, desc):
     t0 = time.perf_counter()
@@ -452,6 +461,10 @@ def _posterior_chain(prior, lik, x0, step, n_steps, prior_var, temperature, adju
     if not torch.is_tensor(x0) or not x0.is_floating_point():
         raise ValueError("x0 must be a floating-point tensor of starting points (B, d) or (B, C, H, W)")
     lik.check(x0)
+    callable_step = callable(step)
+    if callable_step:             # a rule h(∇V at x0) -> (B,) (annealed_sample's snr rule); no extra evaluation
+        V0, G0 = evaluate_posterior(prior, lik, x0, prior_var)
+        step = step(G0)
     step = torch.as_tensor(step, dtype=x0.dtype, device=x0.device)
     if step.ndim > 1 or (step.ndim == 1 and step.shape[0] != x0.shape[0]):
         raise ValueError(f"step must be a float or one per chain ({x0.shape[0]},), got {tuple(step.shape)}")
@@ -467,12 +480,10 @@ def _posterior_chain(prior, lik, x0, step, n_steps, prior_var, temperature, adju
     log_h = step.expand(B).log().clone()
 
     def evaluate(x):
-        u, g = prior.energy_and_grad(x, prior_var)
-        v, gv = lik.energy(x)
-        return u + v, g + gv
+        return evaluate_posterior(prior, lik, x, prior_var)
 
     x = x0.clone()
-    V, G = evaluate(x)
+    V, G = (V0, G0) if callable_step else evaluate(x)
     nfe, accepted, n_kept = 1, torch.zeros(B, dtype=x.dtype, device=x.device), 0
     bar = tqdm(range(adapt_steps + n_steps), desc=desc, disable=disable, leave=False)
     for k in bar:
@@ -538,6 +549,69 @@ def langevin_sample(prior, lik: LinearGaussianLikelihood, x0: torch.Tensor, *, s
     s²/(1 − h/(2s²)), and it diverges for h ≥ 2s²."""
     return _posterior_chain(prior, lik, x0, step, n_steps, prior_var, temperature, False, 0, 0.574,
                             generator, callback, disable, diverge, desc)
+
+
+def annealed_sample(prior, lik: LinearGaussianLikelihood, var_path, *, n_steps: int = 5, mala: bool = False,
+                    snr: float = 0.15, adapt_steps: int = 0, target_accept: float = 0.574,
+                    x_init: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                    callback: Callable[[dict], None] | None = None, disable: bool | None = None,
+                    diverge: float = 1e8, desc: str = "annealed_sample"):
+    """Annealed Langevin (``mala=False``) or annealed MALA along an isotropic path Σ_t = s_t I, for any A.
+
+    The energy sampler for a general operator (a random projection, a blur), where the coordinate-mask
+    predictor–corrector of :func:`pc_sample` does not apply. Level t targets
+
+        π_t(x) ∝ p_{s_t}(x) · N(y; Ax, (σ_n² + s_t ‖A‖²) I),
+
+    the noise-annealed likelihood of Jalal et al. (2021): at large s_t both factors are broad, and
+    π_{N−1} → p(x | y) as s_end → 0 (an O(s_end) error, the smoothing of the prior). At each level
+    ``n_steps`` Langevin steps x ← x − h∇V_t(x) + √(2h) ξ (the chains of :func:`langevin_sample` /
+    :func:`mala_sample`) with the step of the snr rule of annealed Langevin (Song & Ermon 2019), set from the
+    gradient at the start of the level: h_t = 2 (snr ‖ξ‖ / ‖∇V_t‖)², ‖ξ‖ = √d, with ‖∇V_t‖ pooled over the
+    chains (mean of their norms) for ULA and per chain for MALA. (The curvature bound 1/s_t +
+    ‖A‖²/(σ_n² + s_t‖A‖²), safe for any prior, makes the steps of the last levels far too small to mix.) With
+    ``mala=True`` each step is Metropolis-adjusted (exact for π_t at fixed t; the constant of U cancels since
+    s_t is fixed within a level) and, when ``adapt_steps`` > 0, each level first adapts every chain's step
+    toward ``target_accept`` for that many extra steps (counted in the NFE). Chains start at x_init + √s_0 ξ
+    (x_init = A⁺y by default).
+    Returns (x, info) with info: nfe = N (1 + n_steps + adapt_steps) (each level re-evaluates its starting
+    point at the new s_t), wall_s, acceptance (MALA: the mean over levels of the per-level acceptance),
+    acceptance_per_level, step_per_level (mean h). ULA's stationary law is biased by O(h) (see
+    :func:`langevin_sample`); MALA removes that bias.
+    """
+    t0 = time.perf_counter()
+    lik = _check_lik(lik)
+    s = torch.as_tensor(var_path, dtype=torch.float64).reshape(-1)
+    if s.numel() < 1 or not torch.all(s > 0) or not torch.all(s[1:] < s[:-1]):
+        raise ValueError("var_path must be a non-empty, positive, strictly decreasing sequence of variances")
+    if n_steps < 1 or adapt_steps < 0 or int(n_steps) != n_steps:
+        raise ValueError(f"need an integer n_steps >= 1 and adapt_steps >= 0, got {n_steps}, {adapt_steps}")
+    if not snr > 0:
+        raise ValueError(f"snr must be positive, got {snr}")
+    if adapt_steps and not mala:
+        raise ValueError("step adaptation needs the Metropolis acceptance (mala=True)")
+    dtype = lik.y.dtype
+    a_norm2 = torch.linalg.matrix_norm(lik.A, ord=2).item() ** 2
+    base = lik.pinv() if x_init is None else x_init.to(dtype).reshape(lik.batch_size, -1)
+    x = base + math.sqrt(s[0].item()) * _randn(base, generator)
+    nfe, acc_levels, step_levels = 0, [], []
+    for t, st in enumerate(tqdm(s.tolist(), desc=desc, disable=disable, leave=False)):
+        lik_t = LinearGaussianLikelihood(lik.A, lik.y, lik.noise_var + st * a_norm2)
+        def h(grad):
+            norms = _sqnorm(grad).sqrt().clamp_min(1e-150)
+            norms = norms if mala else norms.mean().expand_as(norms)
+            return 2 * snr**2 * lik.dim / norms.pow(2)
+        x, inf = _posterior_chain(prior, lik_t, x, h, n_steps, st, 1.0, mala, adapt_steps if mala else 0,
+                                  target_accept, generator, None, True, diverge, desc)
+        nfe += inf["nfe"]
+        step_levels.append(inf["step"].mean().item())
+        if mala:
+            acc_levels.append(inf["acceptance"])
+        if callback is not None:
+            callback({"level": t, "x": x, "var": st, "nfe": nfe})
+    return x, {"nfe": nfe, "wall_s": time.perf_counter() - t0, "n_levels": s.numel(), "mala": mala,
+               "acceptance": sum(acc_levels) / len(acc_levels) if acc_levels else None,
+               "acceptance_per_level": acc_levels, "step_per_level": step_levels}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -195,6 +195,23 @@ def test_pc_sampler_recovers_exact_posterior(problem, mala):
     _check_moments(z, problem)
 
 
+@pytest.mark.parametrize("mala", [False, True], ids=["annealed-ula", "annealed-mala"])
+def test_annealed_sampler_recovers_exact_posterior_for_a_general_operator(problem, mala):
+    """A dense random 2 × 4 operator (not a mask): the annealed chains end at the exact Gaussian posterior."""
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(2, D, generator=g, dtype=F64) / math.sqrt(D)
+    y = problem["gm"].sample(1, g) @ A.T + math.sqrt(SN2) * torch.randn(1, 2, generator=g, dtype=F64)
+    post = problem["gm"].posterior(A, SN2, y)
+    lik = P.LinearGaussianLikelihood(A, y.expand(B, 2).clone(), SN2)
+    z, info = P.annealed_sample(problem["prior"], lik, P.geometric_path(100.0, 1e-4, 40), n_steps=20, mala=mala,
+                                snr=0.15, adapt_steps=10 if mala else 0, generator=g,
+                                disable=True)
+    assert z.shape == (B, D) and info["nfe"] == 40 * (1 + 20 + (10 if mala else 0))
+    if mala:
+        assert 0.3 < info["acceptance_per_level"][-1] <= 1.0
+    _check_moments(z, dict(mean=post.mean()[0], cov=post.covariance()[0]))
+
+
 def test_pc_sampler_noiseless_mask_keeps_observations(problem):
     """σ_n² below the end of the path: phase 1 only, the observed coordinates stay at y (the released sampler)."""
     g = torch.Generator().manual_seed(3)
