@@ -369,6 +369,11 @@ class MixturePosterior:
 
     def log_prob(self, x) -> torch.Tensor:
         """log p(x | y) for x of shape (B, n, d) (n points per measurement), returns (B, n)."""
+        return torch.logsumexp(self.component_log_probs(x), dim=1)
+
+    def component_log_probs(self, x) -> torch.Tensor:
+        """log w_k + log N(x; μ_k, C_k) for x of shape (B, n, d): (B, K, n). Their softmax over k is the
+        responsibility of each posterior component for each point."""
         x = torch.as_tensor(x, dtype=self.means.dtype, device=self.means.device)
         B, K, d = self.means.shape
         if x.ndim != 3 or x.shape[0] != B or x.shape[2] != d:
@@ -381,7 +386,7 @@ class MixturePosterior:
         white = torch.linalg.solve_triangular(L[None], diff.transpose(-1, -2), upper=False)   # (B, K, d, n)
         logdet = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)               # (K,)
         log_n = -0.5 * (white.pow(2).sum(-2) + logdet[None, :, None] + d * math.log(2 * math.pi))   # (B, K, n)
-        return torch.logsumexp(self.weights.log()[..., None] + log_n, dim=1)
+        return self.weights.log()[..., None] + log_n
 
 
 def random_mixture(n_components: int, dim: int, generator: torch.Generator | None = None, spread: float = 2.0,
