@@ -552,7 +552,8 @@ def langevin_sample(prior, lik: LinearGaussianLikelihood, x0: torch.Tensor, *, s
 
 
 def annealed_sample(prior, lik: LinearGaussianLikelihood, var_path, *, n_steps: int = 5, mala: bool = False,
-                    snr: float = 0.15, adapt_steps: int = 0, target_accept: float = 0.574,
+                    snr: float = 0.15, step_scale: float | None = None, adapt_steps: int = 0,
+                    target_accept: float = 0.574,
                     x_init: torch.Tensor | None = None, generator: torch.Generator | None = None,
                     callback: Callable[[dict], None] | None = None, disable: bool | None = None,
                     diverge: float = 1e8, desc: str = "annealed_sample"):
@@ -597,10 +598,13 @@ def annealed_sample(prior, lik: LinearGaussianLikelihood, var_path, *, n_steps: 
     nfe, acc_levels, step_levels = 0, [], []
     for t, st in enumerate(tqdm(s.tolist(), desc=desc, disable=disable, leave=False)):
         lik_t = LinearGaussianLikelihood(lik.A, lik.y, lik.noise_var + st * a_norm2)
-        def h(grad):
-            norms = _sqnorm(grad).sqrt().clamp_min(1e-150)
-            norms = norms if mala else norms.mean().expand_as(norms)
-            return 2 * snr**2 * lik.dim / norms.pow(2)
+        if step_scale is not None:          # h ∝ s_t (Song & Ermon's annealed Langevin), capped by the likelihood
+            h = step_scale / (1 / st + a_norm2 / lik_t.noise_var)
+        else:
+            def h(grad):
+                norms = _sqnorm(grad).sqrt().clamp_min(1e-150)
+                norms = norms if mala else norms.mean().expand_as(norms)
+                return 2 * snr**2 * lik.dim / norms.pow(2)
         x, inf = _posterior_chain(prior, lik_t, x, h, n_steps, st, 1.0, mala, adapt_steps if mala else 0,
                                   target_accept, generator, None, True, diverge, desc)
         nfe += inf["nfe"]

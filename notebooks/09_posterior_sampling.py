@@ -1,0 +1,426 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Posterior sampling with a normalized energy, judged against exact posteriors
+#
+# **Claims checked** (Zilberstein, Segarra, Simoncelli & Guth, ICML 2026, §5–§6 of
+# `../shared/reference/acsm.md`):
+#
+# 1. The normalized energy U_θ(y, Σ) drives a posterior sampler for linear inverse problems: a
+#    predictor–corrector along a covariance path Σ_t towards the measurement's Σ, with Langevin correctors,
+#    and a Metropolis-adjusted (MALA) variant that uses the energy values themselves.
+# 2. It beats DPS, RED-Diff and DAPS run on the same backbone.
+# 3. Its samples have a log posterior density close to that of the true images, above RED-Diff and DPS
+#    (the paper's log-density histograms, CelebA).
+#
+# **How we judge them.** The paper judges samplers by images and by its own model's log-density. For a
+# Gaussian-mixture prior and y = Ax + n with Gaussian n, the posterior is itself a Gaussian mixture, known in
+# closed form (`GaussianMixture.posterior`, tested against quadrature in d = 1, 2 and Monte Carlo in d = 16), so
+# section 1 measures every sampler against exact posterior draws: sliced Wasserstein-2 (SW₂, beside its Monte
+# Carlo floor: two independent exact draws of the same size), the error of the posterior mean and covariance,
+# the error of the mode weights, and the coverage of 50 % / 90 % credible intervals. Each sampler runs (a) on the
+# exact prior score, which isolates the algorithm, and (b) on the learned energies of notebook 08 (A-DSM + A-CSM
+# "dual", and A-DSM alone "single"), which adds the model's error. Section 2 runs the same samplers on MNIST
+# inverse problems with the MNIST energies of notebook 08.
+#
+# The setting is ours (the mixtures of notebook 08, d = 2 for pictures and d = 16 for numbers, with coordinate
+# masks, random projections and a circulant blur at two noise levels), in the spirit of the 25-component
+# mixture benchmark of MCGdiff (Cardoso et al., 2023), which also scores samplers by sliced Wasserstein against
+# the exact mixture posterior; we do not reproduce MCGdiff's numbers (their mixture, dimensions and samplers
+# differ).
+
+# %% tags=["parameters"]
+import os
+
+PROFILE = os.environ.get("PROFILE", "smoke")
+SEED = 0
+DEVICE = "auto"
+RETRAIN = False           # this notebook trains nothing: it loads notebook 08's energies (retrain them there)
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from energy_utils import metrics
+from energy_utils import posterior_samplers as ps
+from energy_utils.densities import GaussianMixture, benchmark_mixture
+from energy_utils.energy_training import load_energy_model
+from energy_utils.reporting import Report
+from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
+
+configure_threads()
+gen = seed_everything(SEED)
+device = pick_device(DEVICE)
+cfg = pick_profile({
+    "smoke": dict(n_y=2, n_per=48, n_val=1, budget=40, n_proj=64, mixture_dims=["d2", "d16"], grid=2,
+                  priors=["exact", "dual"]),
+    "full": dict(n_y=16, n_per=150, n_val=6, budget=300, n_proj=256, mixture_dims=["d2", "d16"], grid=3,
+                 priors=["exact", "dual", "single"]),
+}, PROFILE)
+report = Report("09_posterior_sampling", PROFILE, SEED, device, parameters={"RETRAIN": RETRAIN, **cfg})
+print(report.parameters, device)
+
+# %% [markdown]
+# ## 1 · Exact posteriors on Gaussian mixtures
+#
+# **Problems.** The two mixtures of notebook 08 (d = 2 with 4 components, d = 16 with 6; their seeds are in the
+# energies' checkpoints), measured by
+#
+# * `mask`: a coordinate mask observing the first half of the coordinates (inpainting);
+# * `projection`: m = max(1, d/4) random orthonormal rows (compressed sensing);
+# * `blur` (d = 16 only): a circulant Gaussian blur (std 1 coordinate) of all 16 coordinates, ill-conditioned
+#   but full rank;
+#
+# each at noise variance σ_n² ∈ {0.01, 0.1}. The learned energies were trained on variances in [10⁻³, 10³],
+# so every sampler stops at s_end = 10⁻³ (σ_min = 0.032), and the exact reference is the posterior of the
+# prior smoothed by N(0, s_end I) (the target all of them approximate); truths are drawn from that prior, so
+# the exact posterior's credible intervals cover them at the nominal rates.
+#
+# **Samplers** (one function each in `energy_utils.posterior_samplers`, on one prior interface: the energy U and
+# ∇U at a diagonal Σ; the baselines use the Tweedie denoiser of the same prior, D(x, σ²) = x − σ²∇U):
+#
+# * `PC-ULA`, `PC-MALA`: the paper's predictor–corrector along the covariance path Σ_t (masks only);
+# * `annealed-ULA`, `annealed-MALA`: the same correctors along an isotropic path with the noise-annealed
+#   likelihood (Jalal et al. 2021), for any A (the paper handles blur in the Fourier basis, which our vector
+#   energies were not trained for on these operators);
+# * `DPS`, `RED-Diff`, `DAPS` as specified in the paper's baselines (reference §6.2).
+#
+# Every sampler gets the same budget of network evaluations (NFE ≈ `budget`) and the same tuning: one knob
+# (the PC corrector's snr; the annealed samplers' step h_t = c/L_t, c the knob and L_t the curvature bound of
+# the level, i.e. h ∝ s_t as in Song & Ermon's annealed Langevin; DPS's ζ; RED-Diff's learning rate; DAPS's
+# Langevin rate), three values each (two in the smoke profile), chosen on separate validation measurements
+# with the exact prior by the mean SW₂ ratio over that dimension's problems at σ_n² = 0.1.
+
+# %%
+S_END = 1e-3
+SIGMA_MAX = 10.0
+NOISE_VARS = [0.01, 0.1]
+ENERGIES = {"d2": ("08_gm_d2_dual", "08_gm_d2_single"), "d16": ("08_gm_d16_dual", "08_gm_d16_single")}
+
+
+def circulant_blur(d, std):
+    k = torch.arange(d, dtype=torch.float64)
+    k = torch.minimum(k, d - k)
+    row = torch.exp(-0.5 * (k / std) ** 2)
+    row = row / row.sum()
+    return torch.stack([torch.roll(row, i) for i in range(d)])
+
+
+def operators(d, g):
+    ops = {"mask": torch.eye(d, dtype=torch.float64)[: max(1, d // 2)]}
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    ops["projection"] = q[: max(1, d // 4)]
+    if d >= 8:
+        ops["blur"] = circulant_blur(d, 1.0)
+    return ops
+
+
+mixtures, priors, energy_meta = {}, {}, {}
+for key in cfg["mixture_dims"]:
+    models = {}
+    for arm, name in zip(("dual", "single"), ENERGIES[key]):
+        model, meta = load_energy_model(name, "full", device)
+        models[arm], energy_meta[name] = model.double(), meta
+    spec = energy_meta[ENERGIES[key][0]]["mixture"]
+    mixtures[key] = benchmark_mixture(spec["d"], spec["K"], spec["seed"])
+    priors[key] = {"exact": ps.MixturePrior(mixtures[key]), "dual": ps.EnergyPrior(models["dual"]),
+                   "single": ps.EnergyPrior(models["single"])}
+    print(key, spec, {n: energy_meta[n]["steps"] for n in ENERGIES[key]})
+report.value("energies", {n: {k: m[k] for k in ("mixture", "steps", "batch", "dual")} for n, m in energy_meta.items()})
+
+
+def smoothed(mix, s):
+    return GaussianMixture(mix.weights, mix.means, mix.covs + s * torch.eye(mix.dim, dtype=mix.dtype))
+
+
+def make_problem(key, op, A, noise_var, n_y, g):
+    """Truths from the smoothed prior, their measurements, the exact posterior and two exact reference sets."""
+    prior_s = smoothed(mixtures[key], S_END)
+    x = prior_s.sample(n_y, g)
+    y = x @ A.T + math.sqrt(noise_var) * torch.randn(n_y, A.shape[0], generator=g, dtype=torch.float64)
+    post = prior_s.posterior(A, noise_var, y)
+    n = cfg["n_per"]
+    return dict(key=key, op=op, A=A, noise_var=noise_var, x=x, y=y, post=post,
+                ref=post.sample(n, g), ref2=post.sample(n, g))
+
+
+# %% [markdown]
+# **Budgets.** With N levels: PC costs 1 + 2(N − 1) NFE (one corrector step per level), annealed ULA
+# N(1 + k) with k steps per level, annealed MALA N(1 + k + a) with a adaptation steps, DPS N − 1, RED-Diff N,
+# DAPS 5N (five probability-flow ODE steps per level; its inner Langevin on the likelihood is free).
+
+# %%
+B_ = cfg["budget"]
+N_ANNEAL = max(4, B_ // 10)
+SAMPLERS = {
+    # name: (function(prior, problem, lik, knob, g) -> (x, info), knob grid, masks only)
+    "PC-ULA": (lambda pr, P, lik, k, g: ps.pc_sample(
+        pr, P["y_full"], P["mask"], P["noise_var"], ps.geometric_path(SIGMA_MAX**2, S_END, B_ // 2 + 1),
+        snr=k, mala=False, generator=g, disable=True), [0.1, 0.15, 0.25], True),
+    "PC-MALA": (lambda pr, P, lik, k, g: ps.pc_sample(
+        pr, P["y_full"], P["mask"], P["noise_var"], ps.geometric_path(SIGMA_MAX**2, S_END, B_ // 2 + 1),
+        snr=k, mala=True, generator=g, disable=True), [0.1, 0.15, 0.25], True),
+    "annealed-ULA": (lambda pr, P, lik, k, g: ps.annealed_sample(
+        pr, lik, ps.geometric_path(SIGMA_MAX**2, S_END, N_ANNEAL), n_steps=B_ // N_ANNEAL - 1, step_scale=k,
+        generator=g, disable=True), [0.3, 0.1, 1.0], False),
+    "annealed-MALA": (lambda pr, P, lik, k, g: ps.annealed_sample(
+        pr, lik, ps.geometric_path(SIGMA_MAX**2, S_END, N_ANNEAL), n_steps=B_ // N_ANNEAL - 4, adapt_steps=3,
+        mala=True, step_scale=k, generator=g, disable=True), [0.3, 0.1, 1.0], False),
+    "DPS": (lambda pr, P, lik, k, g: ps.dps_sample(
+        pr, lik, sigma_max=SIGMA_MAX, sigma_min=math.sqrt(S_END), n_levels=B_ + 1, zeta=k, generator=g,
+        disable=True), [0.05, 0.15, 0.4], False),
+    "RED-Diff": (lambda pr, P, lik, k, g: ps.red_diff_sample(
+        pr, lik, sigma_max=SIGMA_MAX, sigma_min=math.sqrt(S_END), n_levels=B_, lr=k, generator=g,
+        disable=True), [0.01, 0.03, 0.1], False),
+    "DAPS": (lambda pr, P, lik, k, g: ps.daps_sample(
+        pr, lik, sigma_max=SIGMA_MAX, sigma_min=math.sqrt(S_END), n_levels=B_ // 5, n_ode=5, n_langevin=50,
+        lr=k, generator=g, disable=True), ["auto", 1e-3, 1e-2], False),
+}
+
+
+def run_sampler(name, prior, P, knob, g):
+    """All n_y × n_per chains of a problem in one batch; returns samples (n_y, n_per, d) and info."""
+    fn, _, masks_only = SAMPLERS[name]
+    n = cfg["n_per"]
+    y_rep = P["y"].repeat_interleave(n, 0)
+    lik = ps.LinearGaussianLikelihood(P["A"], y_rep, P["noise_var"])
+    if masks_only:
+        mask = P["A"].abs().sum(0) > 0
+        y_full = torch.zeros(y_rep.shape[0], P["A"].shape[1], dtype=torch.float64)
+        y_full[:, mask] = y_rep
+        P = {**P, "mask": mask, "y_full": y_full}
+    try:
+        x, info = fn(prior, P, lik, knob, g)
+    except ps.SamplerDivergence as err:
+        return None, {"error": str(err)}
+    return x.reshape(P["y"].shape[0], n, -1), info
+
+
+def is_mask(A):
+    return bool(((A == 0) | (A == 1)).all() and (A.sum(1) == 1).all())
+
+
+def evaluate(name, prior, P, knob, g):
+    x, info = run_sampler(name, prior, P, knob, g)
+    if x is None:
+        return {"diverged": True, "nfe": float("nan"), "wall_s": float("nan")}
+    errs = metrics.posterior_errors(x, P["post"], P["x"], P["ref"], cfg["n_proj"], torch.Generator().manual_seed(SEED))
+    floor = metrics.sliced_wasserstein2(P["ref2"], P["ref"], cfg["n_proj"], torch.Generator().manual_seed(SEED)).mean().item()
+    return {**errs, "sw2_ratio": errs["sw2"] / floor, "nfe": info["nfe"], "wall_s": info["wall_s"],
+            "acceptance": info.get("acceptance"), "diverged": False, "samples": x}
+
+
+# %% [markdown]
+# ### Tuning on validation measurements (exact prior)
+
+# %%
+g_val = torch.Generator().manual_seed(SEED + 901)
+tuned, tune_rows = {}, []
+for key in cfg["mixture_dims"]:
+    d = mixtures[key].dim
+    ops = operators(d, torch.Generator().manual_seed(SEED + d))
+    val_problems = [make_problem(key, op, A, 0.1, cfg["n_val"], g_val) for op, A in ops.items()]
+    for name, (_, grid, masks_only) in SAMPLERS.items():
+        scores = {}
+        for knob in grid[:cfg["grid"]]:
+            r = [evaluate(name, priors[key]["exact"], P, knob, g_val) for P in val_problems
+                 if not masks_only or is_mask(P["A"])]
+            scores[knob] = np.inf if any(x["diverged"] for x in r) else float(np.mean([x["sw2_ratio"] for x in r]))
+            tune_rows.append({"mixture": key, "sampler": name, "knob": str(knob), "val_sw2_ratio": scores[knob]})
+        tuned[(key, name)] = min(scores, key=scores.get)
+report.table("tuning", tune_rows, show=False)
+report.value("tuned_knobs", {f"{k}/{n}": str(v) for (k, n), v in tuned.items()})
+pd.DataFrame(tune_rows).pivot_table(index=["mixture", "sampler"], columns="knob", values="val_sw2_ratio").round(2)
+
+# %% [markdown]
+# ### Test measurements: every sampler, every prior
+
+# %%
+g_test = torch.Generator().manual_seed(SEED + 902)
+problems = []
+for key in cfg["mixture_dims"]:
+    d = mixtures[key].dim
+    for op, A in operators(d, torch.Generator().manual_seed(SEED + d)).items():
+        for nv in NOISE_VARS:
+            problems.append(make_problem(key, op, A, nv, cfg["n_y"], g_test))
+
+rows, kept = [], {}
+for P in problems:
+    floor = metrics.posterior_errors(P["ref2"], P["post"], P["x"], P["ref"], cfg["n_proj"],
+                                     torch.Generator().manual_seed(SEED))
+    rows.append({"mixture": P["key"], "operator": P["op"], "noise_var": P["noise_var"], "prior": "exact",
+                 "sampler": "exact draws", **floor, "sw2_ratio": 1.0, "nfe": 0, "wall_s": 0.0})
+    for prior_name in cfg["priors"]:
+        prior = priors[P["key"]][prior_name]
+        for name, (_, _, masks_only) in SAMPLERS.items():
+            if masks_only and not is_mask(P["A"]):
+                continue
+            r = evaluate(name, prior, P, tuned[(P["key"], name)], g_test)
+            x = r.pop("samples", None)
+            if x is not None and P["key"] == "d2" and P["op"] == "mask" and P["noise_var"] == NOISE_VARS[-1]:
+                kept[(prior_name, name)] = x
+            if x is not None and prior_name == "exact":
+                kept[("logpost", P["key"], P["op"], P["noise_var"], name)] = x
+            rows.append({"mixture": P["key"], "operator": P["op"], "noise_var": P["noise_var"], "prior": prior_name,
+                         "sampler": name, **r})
+exact_table = pd.DataFrame(rows)
+report.table("exact_posterior", exact_table.drop(columns=["acceptance"]), show=False)
+summary = (exact_table.groupby(["mixture", "prior", "sampler"], sort=False)
+           [["sw2_ratio", "mean_err", "cov_err", "mode_tv", "cov50", "cov90", "nfe", "wall_s"]].mean())
+summary.round(3)
+
+# %% [markdown]
+# Mean over operators and noise levels (per-problem rows in the results JSON, table `exact_posterior`).
+# `sw2_ratio` is SW₂ divided by the Monte Carlo floor of that problem (1 = indistinguishable from exact draws at
+# this sample size); `mean_err` is ‖m̂ − E[x|y]‖²/tr Cov[x|y] (floor ≈ 1/n_per); `cov_err` the relative
+# Frobenius error of the covariance; `mode_tv` the total-variation error of the mode weights; `cov50`/`cov90` the
+# coverage of the credible intervals (nominal 0.5 / 0.9).
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(7.0, 2.6), sharey=True)
+order = [s for s in SAMPLERS]
+for ax, prior_name in zip(axes, ("exact", "dual", "single")):
+    if prior_name not in cfg["priors"]:
+        ax.set_title(f"{prior_name} prior (full profile)")
+        continue
+    sub = exact_table[(exact_table.prior == prior_name) & (exact_table.sampler != "exact draws")]
+    for i, key in enumerate(cfg["mixture_dims"]):
+        vals = [sub[(sub.mixture == key) & (sub.sampler == s)].sw2_ratio.mean() for s in order]
+        ax.barh(np.arange(len(order)) + 0.4 * i, vals, height=0.4, label=key)
+    ax.axvline(1, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_title(f"{prior_name} prior")
+    ax.set_xlabel("SW₂ / MC floor")
+axes[0].set_yticks(np.arange(len(order)) + 0.2, order)
+axes[0].legend(fontsize=7)
+fig.tight_layout()
+report.save_figure(fig, "09_exact_posterior_sw2",
+                   "Sliced W2 to the exact mixture posterior, relative to the Monte Carlo floor (1 = exact), mean over "
+                   "operators and noise levels, for the exact prior score and the learned dual / single energies")
+
+# %% [markdown]
+# ### The d = 2 picture
+# One measurement of the mask problem (the second coordinate unobserved, σ_n² = 0.1): the exact posterior
+# density and 200 samples of each sampler (exact prior score) and of PC-MALA on the learned dual energy.
+
+# %%
+P2 = next(P for P in problems if P["key"] == "d2" and P["op"] == "mask" and P["noise_var"] == NOISE_VARS[-1])
+ref = P2["ref"][0]
+lo, hi = ref.min(0).values - 1, ref.max(0).values + 1
+gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 150, dtype=torch.float64),
+                        torch.linspace(lo[1], hi[1], 150, dtype=torch.float64), indexing="xy")
+grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+post1 = type(P2["post"])(P2["post"].weights[:1], P2["post"].means[:1], P2["post"].covs, P2["post"].log_evidence[:1])
+dens = post1.log_prob(grid[None])[0].exp().reshape(150, 150)
+panels = [("exact", "exact draws")] + [("exact", s) for s in SAMPLERS] + [("dual", "PC-MALA")]
+fig, axes = plt.subplots(2, 5, figsize=(7.0, 3.2), sharex=True, sharey=True)
+for ax, (pn, s) in zip(axes.flat, panels):
+    ax.contour(gx, gy, dens, levels=6, colors="0.6", linewidths=0.6)
+    pts = ref if s == "exact draws" else kept.get((pn, s), torch.empty(1, 0, 2))[0]
+    ax.scatter(pts[:200, 0], pts[:200, 1], s=2, color="C3" if pn == "dual" else "C0")
+    ax.set_title(s if pn == "exact" else f"{s} (dual)", fontsize=7)
+    ax.set_xlim(lo[0], hi[0]); ax.set_ylim(lo[1], hi[1])
+for ax in axes.flat[len(panels):]:
+    ax.axis("off")
+fig.tight_layout()
+report.save_figure(fig, "09_d2_posterior_samples",
+                   "d = 2 mixture, first coordinate observed with noise variance 0.1: exact posterior density (contours) "
+                   "and samples of each sampler (exact prior score; last panel: PC-MALA on the learned dual energy)")
+
+# %% [markdown]
+# ### Which rankings can a model's log-density give?
+# The paper ranks samplers by log p_θ(x̂ | y) = −U_θ(x̂, Σ) − ‖y − Ax̂‖²/(2σ_n²) + const under its own model. On the
+# mixtures the exact log p(x̂ | y) is known, so we can ask whether the model ranks the samplers as the exact
+# density does: for every problem, the mean log-posterior of each sampler's samples (exact prior score), under
+# the exact posterior and under the learned dual and single energies (at Σ = s_end I), and the Spearman
+# correlation of the two rankings. Note that at a fixed Σ and y the ranking needs U only up to a constant, so an
+# unnormalized (single) model can rank as well as a normalized one; normalization matters when Σ changes.
+
+# %%
+def model_log_post(prior, P, x):
+    n_y, n, d = x.shape
+    u, _ = prior.energy_and_grad(x.reshape(-1, d), S_END)
+    r = x.reshape(-1, d) @ P["A"].T - P["y"].repeat_interleave(n, 0)
+    return (-u - 0.5 * r.pow(2).sum(1) / P["noise_var"]).reshape(n_y, n)
+
+
+def spearman(a, b):
+    ra, rb = pd.Series(a).rank().values, pd.Series(b).rank().values
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+lp_rows, rank_rows = [], []
+for P in problems:
+    names = [s for s in SAMPLERS if ("logpost", P["key"], P["op"], P["noise_var"], s) in kept]
+    sets = {s: kept[("logpost", P["key"], P["op"], P["noise_var"], s)] for s in names}
+    sets["truth"] = P["x"][:, None]
+    scores = {}
+    for s, x in sets.items():
+        scores[s] = {"exact": P["post"].log_prob(x).mean().item(),
+                     **{pn: model_log_post(priors[P["key"]][pn], P, x).mean().item() for pn in ("dual", "single")}}
+        lp_rows.append({"mixture": P["key"], "operator": P["op"], "noise_var": P["noise_var"], "samples": s, **scores[s]})
+    ex = [scores[s]["exact"] for s in names]
+    rank_rows.append({"mixture": P["key"], "operator": P["op"], "noise_var": P["noise_var"],
+                      **{f"spearman_{pn}": spearman(ex, [scores[s][pn] for s in names]) for pn in ("dual", "single")},
+                      "best_by_exact": max(names, key=lambda s: scores[s]["exact"]),
+                      "best_by_dual": max(names, key=lambda s: scores[s]["dual"])})
+report.table("log_posterior", lp_rows, show=False)
+rank_table = report.table("log_posterior_ranking", rank_rows)
+
+# %% [markdown]
+# ### Checks
+# Expected, to verify rather than assume: with the exact score, the paper's MALA-corrected sampler (PC-MALA, on
+# the masks) matches the exact posterior to within a factor 1.5 of the Monte Carlo floor in SW₂ (3 in the smoke
+# profile, whose budget is 40 NFE); DPS is biased (mean SW₂ more than twice the floor) and RED-Diff, an
+# optimiser with a noise-driven regulariser, collapses the posterior spread (relative covariance error above
+# 0.5); exact draws cover the truths at their nominal rates.
+#
+# *Changed after the first smoke run:* we had also planned "annealed MALA within 1.5× the floor" for the
+# projections and the blur. The first runs showed annealed ULA/MALA far from the floor whatever the step
+# (SW₂ ratio ≈ 12–15, mode-weight error ≈ 0.35, covariance 12× too large, on the d = 16 mask at budget 500): the
+# noise-annealed likelihood N(y; Ax, (σ_n² + s_t)I) is nearly flat at large s_t, so chains settle in modes by
+# their *prior* weights and local moves cannot move them between modes when the likelihood sharpens. The
+# paper's path keeps the observed coordinates at y from the start, so its mode weights are right at every level.
+# That number is now recorded (`annealed_sw2_ratio`), not asserted; a path that is exact for a general A needs
+# Σ_t diagonal in A's singular basis, which a pixel/Fourier-conditioned energy cannot take for a random
+# projection.
+
+# %%
+def mean_of(prior, sampler, col, key=None):
+    sub = exact_table[(exact_table.prior == prior) & (exact_table.sampler == sampler)]
+    sub = sub if key is None else sub[sub.mixture == key]
+    return float(sub[col].mean())
+
+
+PC_TOL = 1.5 if PROFILE == "full" else 3.0
+if PROFILE == "full":
+    report.check("exact draws: 90 % intervals cover the truths at 0.90 ± 0.05",
+                 abs(mean_of("exact", "exact draws", "cov90") - 0.9), 0.05)
+for key in cfg["mixture_dims"]:
+    report.check(f"{key}: PC-MALA (masks) on the exact score within {PC_TOL}× the MC floor (mean SW₂ ratio)",
+                 mean_of("exact", "PC-MALA", "sw2_ratio", key), PC_TOL)
+    report.check(f"{key}: RED-Diff on the exact score collapses the spread (relative covariance error > 0.5)",
+                 mean_of("exact", "RED-Diff", "cov_err", key), 0.5, ">")
+    if PROFILE == "full":
+        report.check(f"{key}: DPS on the exact score is biased (mean SW₂ ratio > 2)",
+                     mean_of("exact", "DPS", "sw2_ratio", key), 2.0, ">")
+report.value("annealed_sw2_ratio", {f"{key}/{s}": mean_of("exact", s, "sw2_ratio", key)
+                                    for key in cfg["mixture_dims"] for s in ("annealed-ULA", "annealed-MALA")})
+report.value("learned_vs_exact_sw2_ratio", {
+    f"{key}/{s}": {pn: mean_of(pn, s, "sw2_ratio", key) for pn in cfg["priors"]}
+    for key in cfg["mixture_dims"] for s in SAMPLERS})
