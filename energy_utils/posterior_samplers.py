@@ -551,7 +551,7 @@ def langevin_sample(prior, lik: LinearGaussianLikelihood, x0: torch.Tensor, *, s
                             generator, callback, disable, diverge, desc)
 
 
-def annealed_sample(prior, lik: LinearGaussianLikelihood, var_path, *, n_steps: int = 5, mala: bool = False,
+def annealed_sample(prior, lik: LinearGaussianLikelihood, var_path, shape=None, *, n_steps: int = 5, mala: bool = False,
                     snr: float = 0.15, step_scale: float | None = None, adapt_steps: int = 0,
                     target_accept: float = 0.574,
                     x_init: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -574,7 +574,7 @@ def annealed_sample(prior, lik: LinearGaussianLikelihood, var_path, *, n_steps: 
     ``mala=True`` each step is Metropolis-adjusted (exact for π_t at fixed t; the constant of U cancels since
     s_t is fixed within a level) and, when ``adapt_steps`` > 0, each level first adapts every chain's step
     toward ``target_accept`` for that many extra steps (counted in the NFE). Chains start at x_init + √s_0 ξ
-    (x_init = A⁺y by default).
+    (x_init = A⁺y by default), reshaped to ``shape`` ((B, d) by default; (B, C, H, W) for image energies).
     Returns (x, info) with info: nfe = N (1 + n_steps + adapt_steps) (each level re-evaluates its starting
     point at the new s_t), wall_s, acceptance (MALA: the mean over levels of the per-level acceptance),
     acceptance_per_level, step_per_level (mean h). ULA's stationary law is biased by O(h) (see
@@ -593,7 +593,8 @@ def annealed_sample(prior, lik: LinearGaussianLikelihood, var_path, *, n_steps: 
         raise ValueError("step adaptation needs the Metropolis acceptance (mala=True)")
     dtype = lik.y.dtype
     a_norm2 = torch.linalg.matrix_norm(lik.A, ord=2).item() ** 2
-    base = lik.pinv() if x_init is None else x_init.to(dtype).reshape(lik.batch_size, -1)
+    shape = _signal_shape(lik, shape)
+    base = (lik.pinv() if x_init is None else x_init.to(dtype)).reshape(shape)
     x = base + math.sqrt(s[0].item()) * _randn(base, generator)
     nfe, acc_levels, step_levels = 0, [], []
     for t, st in enumerate(tqdm(s.tolist(), desc=desc, disable=disable, leave=False)):
