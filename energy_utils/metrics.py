@@ -172,3 +172,46 @@ def posterior_errors(samples: torch.Tensor, posterior, truth: torch.Tensor, refe
             "cov_err": ((c_hat - cov).flatten(1).norm(dim=1) / cov.flatten(1).norm(dim=1)).mean().item(),
             "mode_tv": (0.5 * (frac.double().mean(1) - posterior.weights).abs().sum(1)).mean().item(),
             "cov50": cover[0.5], "cov90": cover[0.9]}
+
+
+def effective_sample_size(trace: torch.Tensor) -> float:
+    """ESS of a scalar summary recorded along B parallel chains, ``trace`` (T, B) (T steps, after burn-in).
+
+    The autocorrelation ρ_k is estimated from all chains at once (centred on the overall mean, averaged over
+    chains) and summed with Geyer's initial positive sequence: Γ_m = ρ_{2m} + ρ_{2m+1} is added while it is
+    positive, so ESS = B·T / (−1 + 2 Σ_m Γ_m). For independent draws ESS ≈ B·T."""
+    if trace.ndim != 2 or trace.shape[0] < 4:
+        raise ValueError(f"trace must be (T >= 4 steps, B chains), got {tuple(trace.shape)}")
+    x = trace.double() - trace.double().mean()
+    T, B = x.shape
+    var = x.pow(2).mean()
+    if var == 0:
+        return float("nan")
+    f = torch.fft.rfft(x, n=2 * T, dim=0)
+    acov = torch.fft.irfft(f * f.conj(), dim=0)[:T].mean(1) / T          # biased estimator, averaged over chains
+    rho = (acov / acov[0]).tolist()
+    tau = -1.0
+    for m in range(0, T // 2 - 1):
+        pair = rho[2 * m] + rho[2 * m + 1]
+        if pair <= 0:
+            break
+        tau += 2 * pair
+    return B * T / max(tau, 1.0 / (B * T))
+
+
+def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """Area under the ROC curve of a score that should be higher on ``positive`` than on ``negative``: the
+    probability that a random positive outscores a random negative (ties count ½), by ranks."""
+    p, n = positive.double().flatten().cpu(), negative.double().flatten().cpu()
+    if p.numel() == 0 or n.numel() == 0:
+        raise ValueError("need at least one positive and one negative score")
+    allv = torch.cat([p, n])
+    order = torch.argsort(allv)
+    ranks = torch.empty_like(allv)
+    ranks[order] = torch.arange(1, allv.numel() + 1, dtype=torch.float64)
+    # average ranks over ties
+    uniq, inv, counts = torch.unique(allv, return_inverse=True, return_counts=True)
+    sums = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, ranks)
+    ranks = (sums / counts)[inv]
+    r_pos = ranks[: p.numel()].sum()
+    return float((r_pos - p.numel() * (p.numel() + 1) / 2) / (p.numel() * n.numel()))

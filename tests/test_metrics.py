@@ -84,3 +84,28 @@ def test_posterior_errors_are_small_for_exact_samples_and_large_for_the_prior():
     # truths drawn from the prior: the prior's own intervals are calibrated too (wide, but right as often as
     # claimed), so coverage alone cannot tell a posterior from the prior; it is read beside the other errors
     assert abs(bad["cov50"] - 0.5) < 0.05
+
+
+def test_effective_sample_size_of_independent_and_correlated_chains():
+    g = torch.Generator().manual_seed(3)
+    iid = torch.randn(400, 20, generator=g)
+    assert 0.8 * 8000 < metrics.effective_sample_size(iid) < 1.2 * 8000
+    # AR(1) with φ = 0.9: integrated autocorrelation time (1 + φ)/(1 − φ) = 19
+    z = torch.randn(4000, 20, generator=g)
+    ar = torch.zeros_like(z)
+    for t in range(1, z.shape[0]):
+        ar[t] = 0.9 * ar[t - 1] + z[t]
+    ess = metrics.effective_sample_size(ar[200:])
+    assert 3800 * 20 / 19 * 0.7 < ess < 3800 * 20 / 19 * 1.3
+    with pytest.raises(ValueError, match="trace"):
+        metrics.effective_sample_size(torch.randn(10))
+
+
+def test_auroc_by_ranks():
+    assert metrics.auroc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
+    assert metrics.auroc(torch.tensor([0.0]), torch.tensor([1.0])) == 0.0
+    assert metrics.auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4000, generator=g) + 1.0, torch.randn(4000, generator=g)
+    # two unit Gaussians one apart: AUROC = Φ(1/√2) ≈ 0.760
+    assert abs(metrics.auroc(a, b) - 0.760) < 0.02
