@@ -321,3 +321,195 @@ def test_divergence_guard_stops_with_an_error(problem):
         P.mala_sample(NaNPrior(), lik, torch.zeros(8, D, dtype=F64), step=0.01, n_steps=3, disable=True)
     with pytest.raises(P.SamplerDivergence):             # a step far beyond stability: ULA explodes
         P.langevin_sample(problem["prior"], lik, torch.zeros(8, D, dtype=F64), step=5.0, n_steps=200, disable=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The energy-guided covariance schedule (brief §5.3)
+# ---------------------------------------------------------------------------------------------------------
+OBS_TINY = 1e-10
+
+
+def _smoothed_posterior(gm, y, s_end):
+    """The exact law targeted at the end of a noiseless-mask schedule: z = x + N(0, s_end) on the unobserved
+    coordinates, given z_obs = y (observed with variance OBS_TINY): a Gaussian prior N(m, C + s_end·diag(unobs))."""
+    C = gm.covs[0] + s_end * torch.diag((~MASK).to(F64))
+    post = GaussianMixture([1.0], gm.means, C[None]).posterior(torch.eye(D, dtype=F64)[MASK], OBS_TINY, y)
+    return dict(mean=post.mean()[0], cov=post.covariance()[0])
+
+
+@pytest.mark.parametrize("mala", [False, True], ids=["predictor-only", "mala-corrector"])
+def test_energy_guided_sampler_recovers_exact_posterior(problem, mala):
+    """Noiseless mask, Gaussian prior: the end state matches the exact Gaussian law of x + N(0, s_end) given
+    x_obs = y (not p(x | y) itself: the O(s_end) smoothing is part of the target, so it is compared exactly).
+
+    Settings: s_begin = 100, far above the prior's variances (≲ 1): the start x_init + √s_begin ξ ignores the
+    prior mean, an error the reverse steps only shrink by ≈ (c + s_end)/(c + s_begin) (from s_begin = 10 it
+    was still ≈ 5 standard errors at 8000 chains). γ = 0.1 with min_rel_step = 0.02: with one variance per
+    coordinate the covariance score is a one-draw estimate and the chains drift to where it is small
+    (measured: mean |v ∂U/∂v| 0.47 at the start, ≈ 0.15 after 50 steps), and below the conditional variances
+    (≈ 0.4) v ∂U/∂v → 0 like v, so the pure rule (min_rel_step = 0) needs thousands of steps to reach
+    s_end = 0.01 (γ = 0.025: mean v still 0.07 after 3000 steps); the floor bounds the run (≈ 420 steps, the
+    energy-guided rate dominating until v ≈ 0.1). Measured with 3000 chains, seeds 0–3: mean errors ≤ 2.9
+    standard errors, covariance error ≤ 0.047 of the largest variance (MALA, seeds 0–2: ≤ 1.8 and ≤ 0.028);
+    with 8000 chains the state-dependent schedule left ≈ 2 standard errors on coordinate 3 where the
+    geometric path (γ → 0, same floor) left 0.4: the adaptive schedule is a heuristic (the reverse-step
+    argument assumes a fixed path). Hence 5 standard errors for the means (4 in _check_moments) and the usual
+    0.08 for the covariance. MALA's acceptance is ≈ 0.999: the corrector step η ΔΣ_t is ~1–2 % of the
+    variance, too small to correct much, but it must not hurt."""
+    g = torch.Generator().manual_seed(11)
+    n = 3000
+    y_full = problem["y_full"][:n]
+    z, info = P.energy_guided_sample(problem["prior"], y_full, MASK, OBS_TINY, 100.0, 1e-2, gamma=0.1,
+                                     min_rel_step=0.02, n_corrector=1 if mala else 0, mala=mala, generator=g,
+                                     disable=True)
+    assert z.shape == (n, D) and info["converged"] and info["wall_s"] > 0
+    assert info["nfe"] == 1 + info["n_steps"] * (2 if mala else 1)
+    assert info["n_steps"] < 456                       # faster than the floor alone: ln(1e4)/−ln(0.98) steps
+    if mala:
+        assert 0.5 < info["acceptance"] <= 1.0
+    else:
+        assert info["acceptance"] is None
+    assert torch.equal(z[:, MASK], y_full[:, MASK])
+    _check_moments(z, _smoothed_posterior(problem["gm"], problem["y"], 1e-2), mean_se=5.0)
+
+
+def test_energy_guided_schedule_ends_at_s_end_and_keeps_observations(problem):
+    g = torch.Generator().manual_seed(12)
+    y_full = problem["y_full"][:200]
+    steps = []
+    z, info = P.energy_guided_sample(problem["prior"], y_full, MASK, OBS_TINY, 10.0, 0.05, gamma=0.2,
+                                     min_rel_step=0.02, generator=g, disable=True,
+                                     callback=lambda d: steps.append((d["step"], d["var"].clone(), d["delta_var"])))
+    assert info["converged"] and info["n_steps"] == len(steps) == steps[-1][0]
+    var = info["var"]
+    assert var.shape == (200, D)
+    assert torch.all(var[:, ~MASK] == 0.05) and torch.all(var[:, MASK] == OBS_TINY)
+    assert torch.equal(z[:, MASK], y_full[:, MASK])
+    tr, tr_max = info["var_trace"], info["var_max_trace"]
+    assert len(tr) == len(tr_max) == info["n_steps"] + 1 and tr[0] == tr_max[0] == 10.0
+    assert all(b <= a for a, b in zip(tr, tr[1:])) and tr_max[-1] == 0.05 and tr_max[-2] > 0.05
+    for _, v, dS in steps:                                # ΔΣ: never negative, zero on the observed coordinates
+        assert torch.all(dS >= 0) and torch.all(dS[:, MASK] == 0) and torch.all(v[:, MASK] == OBS_TINY)
+    # the variances fall at different rates per chain and coordinate (the schedule is the energy's, not a path)
+    mid = steps[len(steps) // 3][1][:, ~MASK]
+    assert mid.std() > 0.05 * mid.mean()
+    # cap reached: not converged, the sample is at the variances reported
+    z2, info2 = P.energy_guided_sample(problem["prior"], y_full, MASK, OBS_TINY, 10.0, 0.05, max_steps=7,
+                                       n_corrector=2, generator=g, disable=True)
+    assert not info2["converged"] and info2["n_steps"] == 7 and info2["nfe"] == 1 + 7 * 3
+    assert torch.all(info2["var"][:, ~MASK] > 0.05) and torch.equal(z2[:, MASK], y_full[:, MASK])
+
+
+def test_energy_guided_positive_rule_and_grad_clip_run(problem):
+    """cov_grad='positive' (signed natural-gradient step, increases dropped) and the released raw clamp."""
+    g = torch.Generator().manual_seed(13)
+    y_full = problem["y_full"][:100]
+    for kw in (dict(cov_grad="positive"), dict(grad_clip=50.0)):
+        z, info = P.energy_guided_sample(problem["prior"], y_full, MASK, OBS_TINY, 10.0, 0.05, gamma=0.2,
+                                         min_rel_step=0.02, generator=g, disable=True, **kw)
+        assert info["converged"] and torch.isfinite(z).all() and torch.equal(z[:, MASK], y_full[:, MASK])
+
+
+def test_energy_guided_bad_inputs_get_clear_errors(problem):
+    pr, y = problem["prior"], problem["y_full"][:8]
+    ok = dict(obs_var=OBS_TINY, s_begin=10.0, s_end=1e-2)
+
+    def call(**kw):
+        args = ok | kw
+        return P.energy_guided_sample(pr, y, kw.pop("mask", MASK), args.pop("obs_var"), args.pop("s_begin"),
+                                      args.pop("s_end"), **{k: v for k, v in args.items() if k != "mask"},
+                                      disable=True)
+
+    for kw, message in [
+        (dict(obs_var=0.0), "obs_var"),
+        (dict(obs_var=0.05), "pc_sample"),                  # noisy masks: obs_var > s_end
+        (dict(s_end=20.0), "s_end < s_begin"),
+        (dict(s_end=-1.0), "s_end < s_begin"),
+        (dict(gamma=0.0), "gamma"),
+        (dict(cov_grad="sign"), "cov_grad"),
+        (dict(grad_clip=-1.0), "grad_clip"),
+        (dict(max_rel_step=1.5), "max_rel_step"),
+        (dict(min_rel_step=0.6), "min_rel_step"),
+        (dict(max_steps=0), "max_steps"),
+        (dict(n_corrector=-1), "n_corrector"),
+        (dict(mala="yes"), "mala"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(mask=torch.ones(3, dtype=torch.bool)), "broadcast"),
+        (dict(mask=torch.ones(D, dtype=torch.bool)), "unobserved"),
+        (dict(x_init=torch.zeros(8, 3, dtype=F64)), "x_init"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call(**kw)
+    with pytest.raises(ValueError, match="y_obs"):
+        P.energy_guided_sample(pr, torch.zeros(D, dtype=F64), MASK, OBS_TINY, 10.0, 1e-2, disable=True)
+
+    class NoCovScore:                                       # a prior without ∂U/∂Σ
+        def energy_and_grad(self, x, var, create_graph=False):
+            return pr.energy_and_grad(x, var, create_graph)
+    with pytest.raises(TypeError, match="energy_grad_and_var_grad"):
+        P.energy_guided_sample(NoCovScore(), y, MASK, OBS_TINY, 10.0, 1e-2, disable=True)
+
+
+def test_mixture_prior_variance_gradient_matches_finite_differences():
+    """∂U/∂v of MixturePrior (exact formula) against central differences of energy_and_grad's U, for a shared
+    (d,) map, per-chain (B, d) maps, an isotropic float and an image map shared by the channels (whose
+    derivative sums over the channels); and EnergyPrior on the exact oracle energy agrees (float32 there)."""
+    from energy_utils.densities import random_mixture
+    from energy_utils.energy_models import MixtureEnergy
+    gen = torch.Generator().manual_seed(21)
+    gm = random_mixture(3, 4, gen)
+    pr = P.MixturePrior(gm)
+    x = 2 * torch.randn(6, 4, generator=gen, dtype=F64)
+
+    def fd(x, v, idx):                                      # d U / d v[idx], relative step 1e-6
+        h = 1e-6 * v[idx].item()
+        vp, vm = v.clone(), v.clone()
+        vp[idx] += h
+        vm[idx] -= h
+        return (pr.energy_and_grad(x, vp)[0] - pr.energy_and_grad(x, vm)[0]) / (2 * h)
+
+    v = torch.tensor([0.01, 0.5, 2.0, 30.0], dtype=F64)
+    u, g, dv = pr.energy_grad_and_var_grad(x, v)
+    u0, g0 = pr.energy_and_grad(x, v)
+    assert torch.equal(u, u0) and torch.allclose(g, g0, atol=1e-12) and dv.shape == (6, 4)
+    for i in range(4):
+        assert torch.allclose(dv[:, i], fd(x, v, i), rtol=1e-6, atol=1e-7 / v[i].item())
+    vb = torch.rand(6, 4, generator=gen, dtype=F64) + 0.05                     # one map per chain
+    dvb = pr.energy_grad_and_var_grad(x, vb)[2]
+    for b, i in [(0, 0), (3, 2), (5, 3)]:
+        assert torch.allclose(dvb[b, i], fd(x, vb, (b, i))[b], rtol=1e-6, atol=1e-7)
+    dvs = pr.energy_grad_and_var_grad(x, 0.3)[2]                             # float: per coordinate
+    assert dvs.shape == (6, 4) and torch.allclose(dvs, pr.energy_grad_and_var_grad(x, torch.full((4,), 0.3, dtype=F64))[2])
+    # images (B, 2, 1, 2) with a (1, 1, 2) map shared by the 2 channels: the derivative sums over the channels
+    xi, vi = x.reshape(6, 2, 1, 2), torch.tensor([[[0.2, 1.5]]], dtype=F64)
+    dvi = pr.energy_grad_and_var_grad(xi, vi)[2]
+    assert dvi.shape == (6, 1, 1, 2)
+    for j in range(2):
+        assert torch.allclose(dvi[:, 0, 0, j], fd(xi, vi, (0, 0, j)), rtol=1e-6, atol=1e-7)
+    # EnergyPrior: ∂U/∂v = (∂U/∂log v)/v on the oracle energy (which runs in float32 inside the adapter)
+    ep = P.EnergyPrior(MixtureEnergy(gm))
+    ue, ge, dve = ep.energy_grad_and_var_grad(x, v)
+    assert dve.shape == (6, 4) and torch.allclose(dve, dv, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(ue, u, rtol=1e-5, atol=1e-4)
+
+
+def test_energy_guided_sampler_with_an_energy_network_counts_nfe(problem):
+    """A tiny untrained VectorEnergy: shapes, observed coordinates kept, and NFE = network forward passes
+    (each one with one backward for ∇_zU and ∂U/∂Σ together)."""
+    from energy_utils.energy_models import VectorEnergy
+    torch.manual_seed(0)
+    model = VectorEnergy(D, width=16).double()
+    calls = {"fwd": 0}
+    model.register_forward_hook(lambda *a: calls.__setitem__("fwd", calls["fwd"] + 1))
+    ep = P.EnergyPrior(model)
+    y = problem["y_full"][:16]
+    u, g, dv = ep.energy_grad_and_var_grad(y, torch.where(MASK, 1e-4, 2.0).to(F64))
+    assert u.shape == (16,) and g.shape == dv.shape == (16, D) and calls["fwd"] == 1
+    calls["fwd"] = 0
+    for mala in (False, True):
+        z, info = P.energy_guided_sample(ep, y, MASK, OBS_TINY, 5.0, 1e-2, max_steps=6, n_corrector=2, mala=mala,
+                                         generator=torch.Generator().manual_seed(3), disable=True)
+        assert z.shape == (16, D) and torch.isfinite(z).all() and torch.equal(z[:, MASK], y[:, MASK])
+        assert info["var"].shape == (16, D) and info["n_steps"] <= 6
+        assert info["nfe"] == calls["fwd"] == 1 + info["n_steps"] * 3
+        calls["fwd"] = 0
