@@ -153,6 +153,22 @@ class GaussianMixture:
     def n_components(self) -> int:
         return self.means.shape[0]
 
+    def smoothed(self, var: float) -> "GaussianMixture":
+        """p * N(0, var·I): the same mixture with every component covariance C_k + var·I (the prior that a
+        sampler stopping at noise variance ``var`` targets)."""
+        if not var >= 0:
+            raise ValueError(f"var must be >= 0, got {var}")
+        return GaussianMixture(self.weights, self.means,
+                               self.covs + var * torch.eye(self.dim, dtype=self.dtype, device=self.means.device))
+
+    def moment_matched(self) -> "GaussianMixture":
+        """The single Gaussian with the mixture's mean μ = Σ_k w_k μ_k and covariance
+        Σ_k w_k (C_k + (μ_k − μ)(μ_k − μ)ᵀ): the linear-MMSE (Gaussian) control of this prior."""
+        mu = self.weights @ self.means
+        dev = self.means - mu
+        C = (self.weights[:, None, None] * (self.covs + dev[:, :, None] * dev[:, None, :])).sum(0)
+        return GaussianMixture(torch.ones(1, dtype=self.dtype), mu[None], C[None])
+
     def to(self, device) -> "GaussianMixture":
         gm = GaussianMixture.__new__(GaussianMixture)
         gm.weights, gm.means, gm.covs, gm.evals, gm.evecs = (

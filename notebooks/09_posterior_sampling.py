@@ -145,13 +145,9 @@ for key in cfg["mixture_dims"]:
 report.value("energies", {n: {k: m[k] for k in ("mixture", "steps", "batch", "dual")} for n, m in energy_meta.items()})
 
 
-def smoothed(mix, s):
-    return GaussianMixture(mix.weights, mix.means, mix.covs + s * torch.eye(mix.dim, dtype=mix.dtype))
-
-
 def make_problem(key, op, A, noise_var, n_y, g):
     """Truths from the smoothed prior, their measurements, the exact posterior and two exact reference sets."""
-    prior_s = smoothed(mixtures[key], S_END)
+    prior_s = mixtures[key].smoothed(S_END)
     x = prior_s.sample(n_y, g)
     y = x @ A.T + math.sqrt(noise_var) * torch.randn(n_y, A.shape[0], generator=g, dtype=torch.float64)
     post = prior_s.posterior(A, noise_var, y)

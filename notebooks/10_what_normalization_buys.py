@@ -91,7 +91,7 @@ for arm in ("dual", "single"):
     models[arm] = m.double()
 spec = metas["dual"]["mixture"]
 mix = benchmark_mixture(spec["d"], spec["K"], spec["seed"])
-mix_s = GaussianMixture(mix.weights, mix.means, mix.covs + S_END * torch.eye(mix.dim, dtype=torch.float64))
+mix_s = mix.smoothed(S_END)
 priors = {"exact": ps.MixturePrior(mix), "dual": ps.EnergyPrior(models["dual"]), "single": ps.EnergyPrior(models["single"])}
 A = torch.eye(16, dtype=torch.float64)[:8]
 g1 = torch.Generator().manual_seed(SEED + 1)
@@ -180,9 +180,7 @@ report.check("MALA at a fixed Σ gives the identical chain with U and U + c(Σ)"
 
 # %%
 sig_grid = torch.logspace(-3, 1, cfg["sigma_grid"], dtype=torch.float64)
-mu = mix.weights @ mix.means
-C = (mix.weights[:, None, None] * (mix.covs + (mix.means - mu)[:, :, None] * (mix.means - mu)[:, None, :])).sum(0)
-gauss_gm = GaussianMixture([1.0], mu[None], C[None])
+gauss_gm = mix.moment_matched()
 noise_rows, curves = [], {}
 g2 = torch.Generator().manual_seed(SEED + 4)
 x_n = mix.sample(64 if PROFILE == "full" else 16, g2)

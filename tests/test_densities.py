@@ -105,3 +105,16 @@ def test_low_rank_mixture_matches_dense_and_batched_isotropic():
         for fn in ("log_prob", "score", "posterior_mean", "covariance_score"):
             a, b, c = getattr(low, fn)(y, cov), getattr(dense, fn)(y, cov), getattr(dense, fn)(y, full)
             assert torch.allclose(a, b, atol=1e-10) and torch.allclose(a, c, atol=1e-10), fn
+
+
+def test_smoothed_and_moment_matched_mixtures():
+    from energy_utils.densities import NoiseCov, benchmark_mixture
+    gm = benchmark_mixture(3, 4, 11)
+    y = gm.sample(5, torch.Generator().manual_seed(0))
+    # smoothing by s is adding isotropic noise of variance s
+    assert torch.allclose(gm.smoothed(0.3).log_prob(y), gm.log_prob(y, NoiseCov.isotropic(0.3)))
+    g = gm.moment_matched()
+    x = gm.sample(200_000, torch.Generator().manual_seed(1))
+    assert g.n_components == 1
+    assert torch.allclose(g.means[0], x.mean(0), atol=0.02)
+    assert torch.allclose(g.covs[0], torch.cov(x.T), atol=0.03)
