@@ -243,6 +243,17 @@ def check_denoiser_convention(x_hat: torch.Tensor, y: torch.Tensor, sigma0: floa
 _AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
+def constrain_direction(d: torch.Tensor, y: torch.Tensor, operator=None, measurement: torch.Tensor | None = None,
+                        idx: torch.Tensor | None = None) -> torch.Tensor:
+    """KS2021's constrained direction (I − MMᵀ) d + M(x_c − Mᵀy): free in the unmeasured subspace, and a full
+    step onto the measurement x_c in the measured one (d unchanged without an operator). ``idx`` selects the
+    rows of ``measurement`` that belong to the running chains."""
+    if operator is None or operator.m == 0:
+        return d
+    xc = (measurement if idx is None else measurement[idx]).to(y.dtype)
+    return d - operator.project(d) + operator.M(xc) - operator.project(y)
+
+
 class DenoiserSource:
     """Implicit energy of a blind denoiser ``denoiser(y) -> x̂(y)``, optionally constrained by a measurement
     ``measurement`` (B, m) through an operator with orthonormal columns (see :mod:`energy_utils.operators`):
@@ -285,10 +296,7 @@ class DenoiserSource:
         if not self._checked:
             self._checked = True
             self.sigma0_ratio = check_denoiser_convention(x_hat, y, self.sigma0)
-        d = x_hat - y
-        if self.operator is not None and self.operator.m > 0:
-            xc = self.measurement[idx].to(y.dtype)
-            d = d - self.operator.project(d) + self.operator.M(xc) - self.operator.project(y)
+        d = constrain_direction(x_hat - y, y, self.operator, self.measurement, idx)
         energy = 0.5 * d.flatten(1).double().pow(2).mean(1) if self.energy_proxy else None
         return Evaluation(d, energy, x_hat)
 
@@ -505,7 +513,7 @@ def iterate(source, y0: torch.Tensor, schedule, *, max_iter: int = 10_000, diver
 
     t0, it, shown = time.perf_counter(), 0, 0
     bar = tqdm(total=max_iter, desc=desc, disable=disable, leave=False)
-    with eval_mode(source.denoiser if isinstance(source, DenoiserSource) else None):
+    with eval_mode(getattr(source, "denoiser", None)):
         while b > 0:
             it += 1
             idx_ev = idx

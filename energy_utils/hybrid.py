@@ -34,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from .engine import Evaluation
+from .engine import Evaluation, constrain_direction
 
 
 class HybridSource:
@@ -46,12 +46,16 @@ class HybridSource:
     estimate ‖f‖²/N (floored at ``noise_floor``), or ``sigma2`` when the noise level is known; with the exact σ²
     and ``explicit_scale="sigma2"``, d = −σ²∇E exactly, so a small enough step always lowers E.
     ``x`` holds the task inputs of the problems the engine iterates (indexed by the engine's ``idx``).
+    ``operator`` and ``measurement`` (B, m) add hard linear constraints as in the projected sampler of KS2021:
+    the direction becomes (I − MMᵀ) d + M(x_c − Mᵀy) (:func:`energy_utils.engine.constrain_direction`), so the
+    explicit energies act only in the unmeasured subspace.
     """
 
     def __init__(self, denoiser: Callable | None, task_energy: Callable | None, x, alpha: float = 1.0,
                  beta: float = 1.0, gamma: float = 0.0, constraint_energy: Callable | None = None,
                  noise_floor: float = 1e-4, sigma2: float | None = None, seed_signs: bool = False,
-                 explicit_scale: str = "sigma2", balance: str | None = None):
+                 explicit_scale: str = "sigma2", balance: str | None = None, operator=None,
+                 measurement: torch.Tensor | None = None):
         if alpha < 0 or beta < 0 or gamma < 0:
             raise ValueError(f"weights must be non-negative, got alpha={alpha}, beta={beta}, gamma={gamma}")
         if task_energy is None and alpha > 0:
@@ -68,6 +72,9 @@ class HybridSource:
         self.x, self.alpha, self.beta, self.gamma = x, alpha, beta, gamma
         self.noise_floor, self.sigma2, self.seed_signs = noise_floor, sigma2, seed_signs
         self.explicit_scale, self.balance = explicit_scale, balance
+        if (operator is None) != (measurement is None):
+            raise ValueError("give both an operator and its measurement x_c = operator.M_T(x), or neither")
+        self.operator, self.measurement = operator, measurement
 
     def explicit(self, x, y, create_graph: bool = False):
         """(α E_task + γ E_constraints, its gradient in y); zeros when both weights vanish."""
@@ -115,4 +122,5 @@ class HybridSource:
     def __call__(self, y: torch.Tensor, idx: torch.Tensor) -> Evaluation:
         x = self.x[idx] if self.x is not None else None
         d, x_hat, e = self.direction(x, y)
-        return Evaluation(d.detach(), e.detach(), x_hat.detach())
+        d = constrain_direction(d.detach(), y, self.operator, self.measurement, idx)
+        return Evaluation(d, e.detach(), x_hat.detach())

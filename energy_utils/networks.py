@@ -1,4 +1,5 @@
-"""Denoiser networks: bias-free CNN (Mohan et al. 2020) and UNet, their biased twins, bias-free MLP (and twin), a small classifier.
+"""Denoiser networks: bias-free CNN (Mohan et al. 2020) and UNet (2-D, or 1-D with ``signal_dim=1``), their biased
+twins, bias-free MLP (and twin), a recurrent (GRU) denoiser for sequences, a small classifier.
 
 Convention used everywhere in the companion: **a denoiser returns the clean estimate** x̂(y), never the noise.
 The denoiser residual is f(y) = x̂(y) − y = σ² ∇_y log p_σ(y) (Miyasawa/Tweedie). The CNNs are trained with an
@@ -43,6 +44,28 @@ class BFBatchNorm2d(nn.Module):
         return x / sd * self.weight.view(1, -1, 1, 1)
 
 
+def _check_signal_dim(signal_dim: int) -> int:
+    if signal_dim not in (1, 2):
+        raise ValueError(f"signal_dim must be 2 (images) or 1 (signals held as (B, C, 1, L)), got {signal_dim!r}")
+    return signal_dim
+
+
+def _conv_factory(signal_dim: int, bias: bool):
+    """conv(c_in, c_out, dilation): 3×3 convolutions for images, 1×3 along the last axis for 1-D signals; zero
+    padding keeps the size."""
+    if signal_dim == 2:
+        return lambda a, b, d: nn.Conv2d(a, b, 3, padding=d, dilation=d, bias=bias)
+    return lambda a, b, d: nn.Conv2d(a, b, (1, 3), padding=(0, d), dilation=(1, d), bias=bias)
+
+
+def _check_input(y: torch.Tensor, channels: int, signal_dim: int) -> None:
+    if signal_dim == 2 and (y.ndim != 4 or y.shape[1] != channels):
+        raise ValueError(f"expected images of shape (B, {channels}, H, W), got {tuple(y.shape)}")
+    if signal_dim == 1 and (y.ndim != 4 or y.shape[1] != channels or y.shape[2] != 1):
+        raise ValueError(f"expected 1-D signals held as (B, {channels}, 1, L), got {tuple(y.shape)}; "
+                         f"reshape a (B, {channels}, L) batch with y[:, :, None, :]")
+
+
 class DenoiserCNN(nn.Module):
     """DnCNN-style blind denoiser returning the clean estimate x̂(y) = y − body(y).
 
@@ -50,10 +73,14 @@ class DenoiserCNN(nn.Module):
     middle convolutions may be dilated (``dilations``, one per middle layer; default all 1, receptive field
     2·depth+1; dilations keep the network bias-free and widen its receptive field at no cost). ``bias_free=True``: convolutions without bias and :class:`BFBatchNorm2d`; ``False``: the
     biased twin with identical architecture (conv biases, standard ``nn.BatchNorm2d``).
+
+    ``signal_dim=1``: 1-D signals (time series, trajectories) held as images of height one, (B, C, 1, L), so
+    that the package's image-shaped operators apply unchanged; the kernels are then 1×3 (dilated along the
+    time axis only), i.e. ordinary 1-D convolutions.
     """
 
     def __init__(self, channels: int = 1, depth: int = 8, width: int = 32, bias_free: bool = True,
-                 dilations: list[int] | None = None):
+                 dilations: list[int] | None = None, signal_dim: int = 2):
         super().__init__()
         if depth < 2 or width < 1 or channels < 1:
             raise ValueError(f"need depth >= 2, width >= 1, channels >= 1; got {depth}, {width}, {channels}")
@@ -61,13 +88,14 @@ class DenoiserCNN(nn.Module):
         if len(dilations) != depth - 2 or any(d < 1 for d in dilations):
             raise ValueError(f"dilations must list {depth - 2} positive ints (one per middle layer), got {dilations}")
         self.channels, self.depth, self.width, self.bias_free = channels, depth, width, bias_free
-        self.dilations = dilations
+        self.dilations, self.signal_dim = dilations, _check_signal_dim(signal_dim)
         bias = not bias_free
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1, bias=bias), nn.ReLU(inplace=True)]
+        conv = _conv_factory(signal_dim, bias)
+        layers: list[nn.Module] = [conv(channels, width, 1), nn.ReLU(inplace=True)]
         for d in dilations:
             norm = BFBatchNorm2d(width) if bias_free else nn.BatchNorm2d(width)
-            layers += [nn.Conv2d(width, width, 3, padding=d, dilation=d, bias=bias), norm, nn.ReLU(inplace=True)]
-        layers.append(nn.Conv2d(width, channels, 3, padding=1, bias=bias))
+            layers += [conv(width, width, d), norm, nn.ReLU(inplace=True)]
+        layers.append(conv(width, channels, 1))
         self.body = nn.Sequential(*layers)
         self.reset_parameters()
 
@@ -86,8 +114,7 @@ class DenoiserCNN(nn.Module):
                         m.bias.zero_()
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if y.ndim != 4 or y.shape[1] != self.channels:
-            raise ValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(y.shape)}")
+        _check_input(y, self.channels, self.signal_dim)
         return y - self.body(y)
 
     @property
@@ -100,6 +127,8 @@ class DenoiserCNN(nn.Module):
                 "bias_free": self.bias_free}
         if any(d != 1 for d in self.dilations):
             spec["dilations"] = self.dilations
+        if self.signal_dim != 2:
+            spec["signal_dim"] = self.signal_dim
         return spec
 
 
@@ -114,28 +143,33 @@ class DenoiserUNet(nn.Module):
     eval mode D(αy) = αD(y) holds for every α > 0, as for :class:`DenoiserCNN`. Inputs whose sides are not
     multiples of 2^(levels−1) are zero-padded and cropped back. With widths (32, 64, 128) on 28×28 digits the
     coarsest level works at 7×7, so each output pixel sees the whole digit (receptive field 44 pixels, measured).
-    ``bias_free=False`` gives the biased twin (conv biases, standard batch norm).
+    ``bias_free=False`` gives the biased twin (conv biases, standard batch norm). ``signal_dim=1``: 1-D signals
+    held as (B, C, 1, L), with 1×3 kernels and pooling / upsampling along the time axis only (see
+    :class:`DenoiserCNN`).
     """
 
     def __init__(self, channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64, 128), blocks: int = 2,
-                 bias_free: bool = True):
+                 bias_free: bool = True, signal_dim: int = 2):
         super().__init__()
         widths = [int(w) for w in widths]
         if channels < 1 or blocks < 1 or len(widths) < 1 or any(w < 1 for w in widths):
             raise ValueError(f"need channels >= 1, blocks >= 1 and positive widths; got {channels}, {blocks}, {widths}")
         self.channels, self.widths, self.blocks, self.bias_free = channels, widths, blocks, bias_free
+        self.signal_dim = _check_signal_dim(signal_dim)
+        self._pool = (2, 2) if signal_dim == 2 else (1, 2)
         bias = not bias_free
+        conv = _conv_factory(signal_dim, bias)
 
         def stage(c_in, c_out):
             layers = []
             for i in range(blocks):
                 norm = BFBatchNorm2d(c_out) if bias_free else nn.BatchNorm2d(c_out)
-                layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=bias), norm, nn.ReLU(inplace=True)]
+                layers += [conv(c_in if i == 0 else c_out, c_out, 1), norm, nn.ReLU(inplace=True)]
             return nn.Sequential(*layers)
 
         self.down = nn.ModuleList([stage(channels if i == 0 else widths[i - 1], w) for i, w in enumerate(widths)])
         self.up = nn.ModuleList([stage(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1)])
-        self.out = nn.Conv2d(widths[0], channels, 3, padding=1, bias=bias)
+        self.out = conv(widths[0], channels, 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -151,28 +185,30 @@ class DenoiserUNet(nn.Module):
     def body(self, y: torch.Tensor) -> torch.Tensor:
         H, W = y.shape[-2:]
         k = 2 ** (len(self.widths) - 1)
-        ph, pw = (-H) % k, (-W) % k
+        ph, pw = (-H) % k if self.signal_dim == 2 else 0, (-W) % k
         h = nn.functional.pad(y, (0, pw, 0, ph)) if ph or pw else y
         skips = []
         for i, stage in enumerate(self.down):
             if i > 0:
-                h = nn.functional.avg_pool2d(h, 2)
+                h = nn.functional.avg_pool2d(h, self._pool)
             h = stage(h)
             skips.append(h)
         for i in reversed(range(len(self.up))):
-            h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
+            h = nn.functional.interpolate(h, scale_factor=self._pool, mode="nearest")
             h = self.up[i](torch.cat([h, skips[i]], dim=1))
         return self.out(h)[..., :H, :W]
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if y.ndim != 4 or y.shape[1] != self.channels:
-            raise ValueError(f"expected images of shape (B, {self.channels}, H, W), got {tuple(y.shape)}")
+        _check_input(y, self.channels, self.signal_dim)
         return y - self.body(y)
 
     @property
     def spec(self) -> dict:
-        return {"kind": "unet", "channels": self.channels, "widths": list(self.widths), "blocks": self.blocks,
+        spec = {"kind": "unet", "channels": self.channels, "widths": list(self.widths), "blocks": self.blocks,
                 "bias_free": self.bias_free}
+        if self.signal_dim != 2:
+            spec["signal_dim"] = self.signal_dim
+        return spec
 
 
 class DenoiserMLP(nn.Module):
@@ -218,6 +254,36 @@ class DenoiserMLP(nn.Module):
                 "sigma_input": self.sigma_input, "bias_free": self.bias_free}
 
 
+class DenoiserGRU(nn.Module):
+    """Recurrent blind denoiser for 1-D signals (B, C, 1, L): x̂(y) = y − W·BiGRU(y)_t at every time t.
+
+    A ``layers``-deep bidirectional GRU with ``hidden`` units per direction reads the sequence of C-vectors; a
+    linear read-out without bias maps each time step's 2·hidden features to the residual. The unified-framework
+    seed (§8.1) suggests recurrent denoisers for sequences. A GRU's gates (σ(W y + U h + b)) are not
+    positively homogeneous, so unlike the convolutional nets it is **not** bias-free: D(αy) ≠ αD(y), with or
+    without its biases; notebook 07 measures what that costs against the bias-free 1-D UNet.
+    """
+
+    def __init__(self, channels: int = 1, hidden: int = 64, layers: int = 2):
+        super().__init__()
+        if channels < 1 or hidden < 1 or layers < 1:
+            raise ValueError(f"need channels, hidden, layers >= 1; got {channels}, {hidden}, {layers}")
+        self.channels, self.hidden, self.layers = channels, hidden, layers
+        self.rnn = nn.GRU(channels, hidden, num_layers=layers, batch_first=True, bidirectional=True)
+        self.readout = nn.Linear(2 * hidden, channels, bias=False)
+        nn.init.zeros_(self.readout.weight)                  # starts as the identity x̂ = y
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        _check_input(y, self.channels, 1)
+        seq = y[:, :, 0, :].transpose(1, 2)                   # (B, L, C)
+        feats, _ = self.rnn(seq)
+        return y - self.readout(feats).transpose(1, 2)[:, :, None, :]
+
+    @property
+    def spec(self) -> dict:
+        return {"kind": "gru", "channels": self.channels, "hidden": self.hidden, "layers": self.layers}
+
+
 def BiasFreeMLP(dim: int, hidden: int = 128, depth: int = 3, sigma_input: bool = False) -> DenoiserMLP:
     """The bias-free :class:`DenoiserMLP` (no additive constants anywhere)."""
     return DenoiserMLP(dim, hidden, depth, sigma_input=sigma_input, bias_free=True)
@@ -255,7 +321,8 @@ def build(spec: dict) -> nn.Module:
     """Instantiate a network from its ``spec`` dict (``model.spec``; stored in checkpoint metadata)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    table = {"cnn": DenoiserCNN, "unet": DenoiserUNet, "mlp": DenoiserMLP, "classifier": SmallClassifier}
+    table = {"cnn": DenoiserCNN, "unet": DenoiserUNet, "mlp": DenoiserMLP, "gru": DenoiserGRU,
+             "classifier": SmallClassifier}
     if kind not in table:
         raise ValueError(f"unknown network kind {kind!r}; spec needs 'kind' in {sorted(table)}")
     return table[kind](**spec)

@@ -13,7 +13,8 @@ given pixel mask), :class:`BlockInpainting`, :class:`RandomPixels`, :class:`Bloc
 super-resolution with the kernel scaled by 1/s so columns are orthonormal), :class:`SpectralLowPass`
 ("deblurring": an ideal low-pass with a *conjugate-symmetric* frequency set and real orthonormal Fourier
 measurements, so P is an exact projector), :class:`CompressiveSensing` (an orthonormal basis, random or given,
-applied block-wise so it scales to large images). :func:`tv_reconstruct` is the classical (non-learned)
+applied block-wise so it scales to large images), :class:`LinearConstraints` (any constraint vectors Vᵀx = c,
+orthonormalised: observed points plus a conserved total, boundary values…). :func:`tv_reconstruct` is the classical (non-learned)
 baseline: minimum total variation subject to Mᵀx = x_c.
 
 **Explicit and convenient forms.** Each operator can be given exactly: a pixel mask (``RandomPixels(mask=...)``,
@@ -686,6 +687,57 @@ class CompressiveSensing(LinearOperator):
         blocks = v.view(v.shape[0], self.n_blocks, self.m_block) @ self.U.to(v).T
         t = blocks.view(-1, C // self.bc, H // self.bh, W // self.bw, self.bc, self.bh, self.bw)
         return t.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, C, H, W)
+
+
+class LinearConstraints(LinearOperator):
+    """Any set of linear constraints Vᵀx = c (V an N × k matrix of constraint vectors, rank k), as an operator with
+    orthonormal columns: V = M R (thin QR, R upper triangular and invertible), so
+
+        Mᵀx = R⁻ᵀ Vᵀx = R⁻ᵀ c,        MMᵀ = V (VᵀV)⁻¹ Vᵀ  (the projector onto span V).
+
+    It turns physical constraints into measurements for the projected sampler: observed points (columns e_i),
+    a conserved total (the all-ones column), fixed boundary values, coarse averages, mixed in one V.
+    ``measurements(c)`` maps the constraint values c = Vᵀx (B, k) to x_c = Mᵀx; ``constraint_values(x)`` = Vᵀx.
+    Dense: costs O(N·k) per call (fine for signals and fields of a few thousand entries).
+    ``vectors`` may be given as (k, C, H, W) constraint images or as the N × k matrix; a rank below k (a
+    constraint implied by the others) is an error that names the tolerance.
+    """
+
+    name = "linear constraints"
+
+    def __init__(self, shape, vectors, rank_tol: float = 1e-8):
+        super().__init__(shape)
+        V = torch.as_tensor(vectors).detach().to("cpu", torch.float64)
+        if V.ndim == 4 and tuple(V.shape[1:]) == self.shape:
+            V = V.flatten(1).T
+        if V.ndim != 2 or V.shape[0] != self.N or V.shape[1] < 1:
+            raise ValueError(f"{self.name}: vectors must be (k, {', '.join(map(str, self.shape))}) constraint images "
+                             f"or an ({self.N}, k) matrix with k >= 1, got {tuple(V.shape)}")
+        Q, R = torch.linalg.qr(V)
+        d = R.diagonal().abs()
+        if not (d > rank_tol * d.max()).all():
+            raise ValueError(f"{self.name}: the {V.shape[1]} constraint vectors are linearly dependent (|R_ii| down to "
+                             f"{d.min().item():.2e} relative to {d.max().item():.2e}, tolerance {rank_tol:g}); drop "
+                             "the redundant ones")
+        self.V, self.U, self.R = V, Q, R
+        self.m = int(V.shape[1])
+
+    def _M_T(self, x):
+        return x.flatten(1) @ self.U.to(x)
+
+    def _M(self, v):
+        return (v @ self.U.to(v).T).view(-1, *self.shape)
+
+    def constraint_values(self, x: torch.Tensor) -> torch.Tensor:
+        """c = Vᵀx, (B, k)."""
+        return x.flatten(1) @ self.V.to(x)
+
+    def measurements(self, c: torch.Tensor) -> torch.Tensor:
+        """x_c = Mᵀx = R⁻ᵀ c from the constraint values c = Vᵀx, (B, k)."""
+        if c.ndim != 2 or c.shape[1] != self.m:
+            raise ValueError(f"{self.name}: expected constraint values of shape (B, {self.m}), got {tuple(c.shape)}")
+        sol = torch.linalg.solve_triangular(self.R.T.to(c.device), c.to(torch.float64).T, upper=False)
+        return sol.T.to(c.dtype)
 
 
 def orthonormality_errors(op: LinearOperator, n_probe: int = 4, generator: torch.Generator | None = None,

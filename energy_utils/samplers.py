@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from .engine import AdaptiveSchedule, DenoiserSource, iterate, make_chain_noise, step_size
+from .hybrid import HybridSource
 from .operators import LinearOperator, NoMeasurement
 
 
@@ -93,6 +94,7 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
               seed: int | None = None, chain_seeds: Sequence[int] | torch.Tensor | None = None,
               generator: torch.Generator | None = None, noise_block: int = 16,
               autocast_dtype: torch.dtype | None = None, record: bool = True,
+              task_energy: Callable | None = None, task_inputs=None, task_weight: float = 1.0,
               callback: Callable[[dict], None] | None = None, disable: bool | None = None,
               desc: str = "ks_sample") -> SampleResult:
     """Sample B chains with the prior implicit in the blind denoiser ``denoiser(y) -> x̂(y)`` (see module doc).
@@ -121,7 +123,12 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
     (σ̂₀ ≈ ‖x̂‖/√N) instead of x̂(y) (:func:`~energy_utils.engine.check_denoiser_convention`; run when
     σ₀ ≥ 0.5, ``result.info["sigma0_ratio"]`` = σ̂₀/σ₀). ``autocast_dtype`` (``torch.bfloat16``): the
     denoiser's forward runs under ``torch.autocast`` (CPU or CUDA); σ̂ and the update stay in float32/float64.
-    ``record=False`` skips the σ/h traces. ``callback(info)`` is called after every iteration with
+    ``record=False`` skips the σ/h traces.
+
+    Task energy (the hybrid of notebook 06, :mod:`energy_utils.hybrid`): ``task_energy(x, y) -> (B,)`` with
+    ``task_inputs`` x (one row per chain, or None) adds −σ̂²·``task_weight``·∇_y E_task to the denoiser residual,
+    d = f(y) − σ̂² α ∇E_task (the sign-corrected descent direction), before the measurement constraint; the
+    convention check and ``autocast_dtype`` then do not apply. ``callback(info)`` is called after every iteration with
     ``{"iteration", "active" (B,) bool, "t", "sigma", "h" (B,), "energy", "y" (B, ...)}``.
     """
     if operator is not None and measurement is None:
@@ -169,9 +176,15 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
     else:                                                  # per chain: y0's noise is the first draw of each stream
         noise = make_chain_noise(B, shape[1:], device, dtype, seed=seed, chain_seeds=chain_seeds, block=noise_block)
         y0 = mean + sigma0 * noise.draw()
-    source = DenoiserSource(denoiser, operator if inverse else None, measurement if inverse else None,
-                            sigma0=sigma0 if sigma0 >= CONVENTION_CHECK_MIN_SIGMA0 else None,
-                            autocast_dtype=autocast_dtype)
+    if task_energy is None:
+        source = DenoiserSource(denoiser, operator if inverse else None, measurement if inverse else None,
+                                sigma0=sigma0 if sigma0 >= CONVENTION_CHECK_MIN_SIGMA0 else None,
+                                autocast_dtype=autocast_dtype)
+    else:
+        if task_inputs is not None and len(task_inputs) != B:
+            raise ValueError(f"task_inputs must have one row per chain ({B}), got {len(task_inputs)}")
+        source = HybridSource(denoiser, task_energy, task_inputs, alpha=task_weight, beta=1.0,
+                              operator=operator if inverse else None, measurement=measurement if inverse else None)
     with torch.no_grad():
         r = iterate(source, y0, AdaptiveSchedule(h0, beta, sigma_L, fixed_h), max_iter=max_iter,
                     diverge_sigma=diverge_sigma, rebound=rebound, keep_best=True, noise=noise, record=record,
@@ -186,7 +199,8 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
                               "rebound": rebound, "N": N, "sigma_best": r.sigma_best.float(),
                               "chain_seeds": r.info["chain_seeds"], "noise_block": noise_block,
                               "noise": "legacy generator (batch-wide y0)" if generator is not None else "per chain",
-                              "autocast_dtype": autocast_dtype, "sigma0_ratio": source.sigma0_ratio})
+                              "autocast_dtype": autocast_dtype, "sigma0_ratio": getattr(source, "sigma0_ratio", None),
+                              "task_weight": task_weight if task_energy is not None else None})
 
 
 def _device_of(denoiser) -> torch.device:

@@ -172,3 +172,41 @@ def test_unet_sees_the_whole_digit_and_round_trips_through_build():
     assert torch.equal(clone(y.detach()), model(y.detach()))
     with pytest.raises(ValueError, match="expected images of shape"):
         model(torch.rand(2, 3, 28, 28))
+
+
+@pytest.mark.parametrize("kind", ["cnn", "unet"])
+def test_one_dimensional_networks_are_bias_free_local_in_time_and_round_trip(kind):
+    """signal_dim=1: (B, C, 1, L) signals, 1×3 kernels; scale-equivariant at a random α; an impulse at time t
+    only reaches times within the receptive field (the CNN) and never leaks across channels' batch rows."""
+    torch.manual_seed(0)
+    spec = ({"kind": "cnn", "channels": 2, "depth": 4, "width": 8, "bias_free": True, "signal_dim": 1} if kind == "cnn" else
+            {"kind": "unet", "channels": 2, "widths": [8, 16], "blocks": 1, "bias_free": True, "signal_dim": 1})
+    net = networks.build(spec)
+    if kind == "unet":
+        torch.nn.init.normal_(net.out.weight, std=0.1)
+    net.eval()
+    assert net.spec == spec and not networks.has_additive_constants(net)
+    y = torch.randn(3, 2, 1, 30)
+    alpha = float(torch.empty(()).uniform_(0.2, 5.0))
+    assert torch.allclose(net(alpha * y), alpha * net(y), atol=1e-5)
+    if kind == "cnn":
+        e = torch.zeros(1, 2, 1, 30)
+        e[0, 0, 0, 15] = 1.0
+        reach = (net(e) - e).abs().sum(dim=(0, 1, 2)) > 0
+        assert reach.nonzero().min() >= 15 - 4 and reach.nonzero().max() <= 15 + 4
+    with pytest.raises(ValueError, match=r"\(B, 2, 1, L\)"):
+        net(torch.randn(3, 2, 2, 30))
+    with pytest.raises(ValueError, match="signal_dim"):
+        networks.DenoiserCNN(signal_dim=3)
+
+
+def test_gru_denoiser_starts_as_identity_round_trips_and_is_not_scale_equivariant():
+    torch.manual_seed(0)
+    net = networks.build({"kind": "gru", "channels": 2, "hidden": 8, "layers": 1})
+    y = torch.randn(3, 2, 1, 20)
+    assert torch.equal(net(y), y)
+    torch.nn.init.normal_(net.readout.weight, std=0.3)
+    assert net.spec == {"kind": "gru", "channels": 2, "hidden": 8, "layers": 1}
+    assert not torch.allclose(net(3.0 * y), 3.0 * net(y), atol=1e-3)
+    with pytest.raises(ValueError, match="1-D signals"):
+        net(torch.randn(3, 2, 20))

@@ -26,7 +26,8 @@ def _ops(shape=(1, 24, 24)):
             O.CompressiveSensing((3, 8, 8), block=(3, 4, 4), basis=U),
             O.RandomPixels.as_released((3, 10, 10), 0.2, _g(5)),
             O.BlockInpainting.as_released((1, 60, 60), 30, 30, 20, 20),
-            O.CompressiveSensing.as_released((3, 6, 6), 0.3, _g(6))]
+            O.CompressiveSensing.as_released((3, 6, 6), 0.3, _g(6)),
+            O.LinearConstraints((2, 1, 12), torch.randn(24, 5, generator=_g(7)))]
 
 
 @pytest.mark.parametrize("op", _ops(), ids=lambda o: f"{type(o).__name__}{o.shape}m{o.m}")
@@ -273,3 +274,24 @@ def test_bad_inputs_raise_clear_errors():
         O.SpectralLowPass((1, 8, 8), 0.2, frequencies=[(0, 0)])
     with pytest.raises(ValueError, match=r"shape \(H, W\)"):
         O.SpectralLowPass((1, 8, 8), mask=torch.ones(8, 7, dtype=torch.bool))
+
+
+def test_linear_constraints_enforce_the_given_values_and_reject_dependent_vectors():
+    """Observed points plus a conserved total: the projected sampler's data-consistency step M x_c + (I − MMᵀ)x
+    lands on the given values, computed from the constraint values alone."""
+    shape = (1, 4, 6)
+    x = torch.randn(3, *shape, dtype=torch.float64, generator=_g(8))
+    points = torch.zeros(3, *shape, dtype=torch.float64)
+    points[0, 0, 1, 2] = points[1, 0, 3, 5] = 1.0
+    points[2] = 1.0                                                   # the total
+    op = O.LinearConstraints(shape, points)
+    c = op.constraint_values(x)
+    assert torch.allclose(c[:, 2], x.flatten(1).sum(1))
+    assert torch.allclose(op.measurements(c), op.M_T(x))
+    z = torch.randn(3, *shape, dtype=torch.float64, generator=_g(9))
+    consistent = z - op.project(z) + op.M(op.measurements(c))
+    assert torch.allclose(op.constraint_values(consistent), c)
+    with pytest.raises(ValueError, match="linearly dependent"):
+        O.LinearConstraints(shape, torch.stack([points[0], points[1], points[0] + points[1]]))
+    with pytest.raises(ValueError, match="constraint images"):
+        O.LinearConstraints(shape, torch.randn(5, 3))

@@ -252,3 +252,25 @@ def test_posterior_mean_mse_estimate_removes_the_finite_sample_excess():
     assert abs(naive - (0.01 + s**2 / k)) < 0.002 and abs(est - 0.01) < 0.002
     with pytest.raises(ValueError, match="n_samples >= 2"):
         S.posterior_mean_mse_estimate(samples, 1, clean)
+
+
+def test_ks_sample_with_a_task_energy_keeps_the_measurement_and_lowers_the_task_energy():
+    """The hybrid inside the projected sampler: a task energy pulling the unmeasured entries towards a target (one
+    per chain) lowers that energy for every chain, while the measured entries still converge onto x_c."""
+    shape = (1, 1, 12)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[..., :3] = True
+    op = O.PixelMask(mask)
+    B = 4
+    xc = torch.full((B, 3), 0.25)
+    target = torch.linspace(0.5, 1.0, B)
+    shrink = lambda y: 0.9 * y                                          # a shrinking "denoiser": σ̂ falls to zero
+    energy = lambda t, y: 0.5 * (y - t.view(-1, 1, 1, 1)).pow(2).flatten(1)[:, 3:].sum(1)
+    kw = dict(operator=op, measurement=xc, seed=0, disable=True, max_iter=2000)
+    plain = S.ks_sample(shrink, **kw)
+    task = S.ks_sample(shrink, task_energy=energy, task_inputs=target, task_weight=10.0, **kw)
+    assert task.status == ["converged"] * B
+    assert (op.M_T(task.y) - xc).abs().max() < 0.05
+    assert (energy(target, task.y) < energy(target, plain.y)).all()
+    with pytest.raises(ValueError, match="one row per chain"):
+        S.ks_sample(shrink, task_energy=energy, task_inputs=target[:2], **kw)
