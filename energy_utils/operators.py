@@ -699,13 +699,16 @@ class LinearConstraints(LinearOperator):
     a conserved total (the all-ones column), fixed boundary values, coarse averages, mixed in one V.
     ``measurements(c)`` maps the constraint values c = Vᵀx (B, k) to x_c = Mᵀx; ``constraint_values(x)`` = Vᵀx.
     Dense: costs O(N·k) per call (fine for signals and fields of a few thousand entries).
-    ``vectors`` may be given as (k, C, H, W) constraint images or as the N × k matrix; a rank below k (a
-    constraint implied by the others) is an error that names the tolerance.
+    ``vectors`` may be given as (k, C, H, W) constraint images or as the N × k matrix. A constraint implied by
+    the others (a rank below k) is an error that names the tolerance, unless ``drop_dependent=True``: then the
+    vectors are scanned in order and each one lying in the span of those kept before it (relative residual below
+    ``rank_tol``) is dropped (``kept`` lists the indices kept; ``measurements`` reads only their values, which is
+    exact for consistent constraint values, e.g. a conservation law that the measured data already imply).
     """
 
     name = "linear constraints"
 
-    def __init__(self, shape, vectors, rank_tol: float = 1e-8):
+    def __init__(self, shape, vectors, rank_tol: float = 1e-8, drop_dependent: bool = False):
         super().__init__(shape)
         V = torch.as_tensor(vectors).detach().to("cpu", torch.float64)
         if V.ndim == 4 and tuple(V.shape[1:]) == self.shape:
@@ -713,6 +716,12 @@ class LinearConstraints(LinearOperator):
         if V.ndim != 2 or V.shape[0] != self.N or V.shape[1] < 1:
             raise ValueError(f"{self.name}: vectors must be (k, {', '.join(map(str, self.shape))}) constraint images "
                              f"or an ({self.N}, k) matrix with k >= 1, got {tuple(V.shape)}")
+        self.k = int(V.shape[1])
+        self.kept = torch.arange(self.k)
+        if drop_dependent:
+            self.kept = _independent_columns(V, rank_tol)
+        self.V_all = V
+        V = V[:, self.kept]
         Q, R = torch.linalg.qr(V)
         d = R.diagonal().abs()
         if not (d > rank_tol * d.max()).all():
@@ -729,15 +738,35 @@ class LinearConstraints(LinearOperator):
         return (v @ self.U.to(v).T).view(-1, *self.shape)
 
     def constraint_values(self, x: torch.Tensor) -> torch.Tensor:
-        """c = Vᵀx, (B, k)."""
-        return x.flatten(1) @ self.V.to(x)
+        """c = Vᵀx for every given constraint vector (dropped ones included), (B, k)."""
+        return x.flatten(1) @ self.V_all.to(x)
 
     def measurements(self, c: torch.Tensor) -> torch.Tensor:
-        """x_c = Mᵀx = R⁻ᵀ c from the constraint values c = Vᵀx, (B, k)."""
-        if c.ndim != 2 or c.shape[1] != self.m:
-            raise ValueError(f"{self.name}: expected constraint values of shape (B, {self.m}), got {tuple(c.shape)}")
+        """x_c = Mᵀx = R⁻ᵀ c from the constraint values c = Vᵀx of every given vector, (B, k)."""
+        if c.ndim != 2 or c.shape[1] != self.k:
+            raise ValueError(f"{self.name}: expected constraint values of shape (B, {self.k}), got {tuple(c.shape)}")
+        c = c[:, self.kept.to(c.device)]
         sol = torch.linalg.solve_triangular(self.R.T.to(c.device), c.to(torch.float64).T, upper=False)
         return sol.T.to(c.dtype)
+
+
+def _independent_columns(V: torch.Tensor, rank_tol: float) -> torch.Tensor:
+    """Indices of the columns of V kept by a greedy scan: column j is kept when its residual after projection on the
+    kept columns (Gram–Schmidt, applied twice for stability) exceeds ``rank_tol`` times its norm."""
+    basis, kept = [], []
+    for j in range(V.shape[1]):
+        v = V[:, j]
+        r = v.clone()
+        if basis:
+            Q = torch.stack(basis, 1)
+            for _ in range(2):
+                r = r - Q @ (Q.T @ r)
+        if r.norm() > rank_tol * v.norm().clamp_min(1e-300):
+            basis.append(r / r.norm())
+            kept.append(j)
+    if not kept:
+        raise ValueError("linear constraints: every constraint vector is zero")
+    return torch.tensor(kept)
 
 
 def orthonormality_errors(op: LinearOperator, n_probe: int = 4, generator: torch.Generator | None = None,

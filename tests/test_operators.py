@@ -295,3 +295,26 @@ def test_linear_constraints_enforce_the_given_values_and_reject_dependent_vector
         O.LinearConstraints(shape, torch.stack([points[0], points[1], points[0] + points[1]]))
     with pytest.raises(ValueError, match="constraint images"):
         O.LinearConstraints(shape, torch.randn(5, 3))
+
+
+def test_linear_constraints_can_drop_constraints_implied_by_the_others():
+    """Block averages plus 'all row sums equal': the differences between block rows are implied by the averages,
+    so they are dropped, and the constraint values still map to the right measurements."""
+    shape = (1, 4, 4)
+    x = torch.randn(2, *shape, dtype=torch.float64, generator=_g(10))
+    x = x - x.sum(-1, keepdim=True) / 4 + 0.3                    # every row sums to 1.2: a conserved total
+    blocks = torch.zeros(4, *shape, dtype=torch.float64)
+    for b, (i, j) in enumerate([(0, 0), (0, 2), (2, 0), (2, 2)]):
+        blocks[b, 0, i:i + 2, j:j + 2] = 0.25
+    rows = torch.zeros(3, *shape, dtype=torch.float64)
+    for t in range(1, 4):
+        rows[t - 1, 0, t] = 1.0
+        rows[t - 1, 0, 0] = -1.0
+    vectors = torch.cat([blocks, rows])
+    with pytest.raises(ValueError, match="linearly dependent"):
+        O.LinearConstraints(shape, vectors)
+    op = O.LinearConstraints(shape, vectors, drop_dependent=True)
+    assert op.kept.tolist() == [0, 1, 2, 3, 4, 5] and op.m == 6     # row 3 − row 0 follows from the rest
+    c = op.constraint_values(x)
+    assert torch.allclose(op.measurements(c), op.M_T(x))
+    assert O.orthonormality_errors(op, n_probe=2, generator=_g(11))["MtM_identity"] < 1e-12
