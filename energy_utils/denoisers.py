@@ -66,7 +66,8 @@ def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_
     Validation (``val_data``, clean held-out examples): every ``validate_every`` steps, the MSE of D on
     ``val_data`` + σz for each σ of ``val_sigmas`` (default 8 levels evenly spaced in (σ_min, σ_max], one fixed
     noise draw), logged as ``val_loss`` (their mean: the training objective on held-out data) and
-    ``val_mse@σ``. ``plateau`` (keyword arguments of :class:`~energy_utils.training.PlateauLR`) replaces the
+    ``val_mse@σ`` (with ``inverse_variance_weighting``, ``val_loss`` is the mean of MSE/σ², the weighted
+    objective). ``plateau`` (keyword arguments of :class:`~energy_utils.training.PlateauLR`) replaces the
     cosine decay: the learning rate is halved whenever ``val_loss`` stops improving and training ends when it
     has flattened (``n_steps`` is then only a cap). ``max_time_s`` bounds this call's wall time (resume later).
     Returns the history of :func:`energy_utils.training.fit`.
@@ -100,7 +101,11 @@ def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_
                 pred = torch.cat([(m(ys[i:i + 256], torch.full((len(ys[i:i + 256]),), sg).to(ys)) if sigma_input
                                    else m(ys[i:i + 256])) for i in range(0, len(ys), 256)])
                 out[f"val_mse@{sg:.3g}"] = (pred - val_x).pow(2).mean().item()
-            return {"val_loss": sum(out.values()) / len(out), **out}
+            if inverse_variance_weighting:           # the training objective: each level's MSE / σ²
+                loss = sum(v / max(sg, 1e-3) ** 2 for sg, v in zip(sigmas, out.values())) / len(out)
+            else:
+                loss = sum(out.values()) / len(out)
+            return {"val_loss": loss, **out}
 
     def sample_batch(step):
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)

@@ -95,6 +95,7 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
               generator: torch.Generator | None = None, noise_block: int = 16,
               autocast_dtype: torch.dtype | None = None, record: bool = True,
               task_energy: Callable | None = None, task_inputs=None, task_weight: float = 1.0,
+              task_scale: str = "sigma2",
               callback: Callable[[dict], None] | None = None, disable: bool | None = None,
               desc: str = "ks_sample") -> SampleResult:
     """Sample B chains with the prior implicit in the blind denoiser ``denoiser(y) -> x̂(y)`` (see module doc).
@@ -127,8 +128,10 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
 
     Task energy (the hybrid of notebook 06, :mod:`energy_utils.hybrid`): ``task_energy(x, y) -> (B,)`` with
     ``task_inputs`` x (one row per chain, or None) adds −σ̂²·``task_weight``·∇_y E_task to the denoiser residual,
-    d = f(y) − σ̂² α ∇E_task (the sign-corrected descent direction), before the measurement constraint; the
-    convention check and ``autocast_dtype`` then do not apply. ``callback(info)`` is called after every iteration with
+    d = f(y) − σ̂² α ∇E_task (the sign-corrected descent direction; ``task_scale="sigma2"``), or −α∇E_task
+    (``task_scale="unit"``: the task energy annealed like a likelihood whose variance is the current σ̂², so its
+    weight relative to the prior grows as σ̂ falls and the task acts as a hard constraint at the end), before the
+    measurement constraint; the convention check and ``autocast_dtype`` then do not apply. ``callback(info)`` is called after every iteration with
     ``{"iteration", "active" (B,) bool, "t", "sigma", "h" (B,), "energy", "y" (B, ...)}``.
     """
     if operator is not None and measurement is None:
@@ -183,7 +186,7 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
     else:
         if task_inputs is not None and len(task_inputs) != B:
             raise ValueError(f"task_inputs must have one row per chain ({B}), got {len(task_inputs)}")
-        source = HybridSource(denoiser, task_energy, task_inputs, alpha=task_weight, beta=1.0,
+        source = HybridSource(denoiser, task_energy, task_inputs, alpha=task_weight, beta=1.0, explicit_scale=task_scale,
                               operator=operator if inverse else None, measurement=measurement if inverse else None)
     with torch.no_grad():
         r = iterate(source, y0, AdaptiveSchedule(h0, beta, sigma_L, fixed_h), max_iter=max_iter,
@@ -200,7 +203,8 @@ def ks_sample(denoiser: Callable[[torch.Tensor], torch.Tensor], shape: tuple | N
                               "chain_seeds": r.info["chain_seeds"], "noise_block": noise_block,
                               "noise": "legacy generator (batch-wide y0)" if generator is not None else "per chain",
                               "autocast_dtype": autocast_dtype, "sigma0_ratio": getattr(source, "sigma0_ratio", None),
-                              "task_weight": task_weight if task_energy is not None else None})
+                              "task_weight": task_weight if task_energy is not None else None,
+                              "task_scale": task_scale if task_energy is not None else None})
 
 
 def _device_of(denoiser) -> torch.device:

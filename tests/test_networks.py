@@ -210,3 +210,16 @@ def test_gru_denoiser_starts_as_identity_round_trips_and_is_not_scale_equivarian
     assert not torch.allclose(net(3.0 * y), 3.0 * net(y), atol=1e-3)
     with pytest.raises(ValueError, match="1-D signals"):
         net(torch.randn(3, 2, 20))
+
+
+def test_inverse_variance_weighted_training_reports_the_weighted_validation_loss():
+    """With inverse_variance_weighting the validation loss is the mean of MSE/σ² (the training objective)."""
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 8, 8)
+    m = networks.DenoiserCNN(depth=3, width=4)
+    h = denoisers.train_blind_denoiser(m, x, (0.05, 0.2), 2, 4, seed=0, inverse_variance_weighting=True,
+                                       val_data=x[:8], val_sigmas=[0.05, 0.2], validate_every=2,
+                                       checkpoint_every=10**9)
+    v = h["val"][-1]
+    expected = (v["val_mse@0.05"] / 0.05 ** 2 + v["val_mse@0.2"] / 0.2 ** 2) / 2
+    assert v["val_loss"] == pytest.approx(expected)

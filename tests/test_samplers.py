@@ -272,5 +272,8 @@ def test_ks_sample_with_a_task_energy_keeps_the_measurement_and_lowers_the_task_
     assert task.status == ["converged"] * B
     assert (op.M_T(task.y) - xc).abs().max() < 0.05
     assert (energy(target, task.y) < energy(target, plain.y)).all()
+    unit = S.ks_sample(shrink, task_energy=energy, task_inputs=target, task_weight=0.5, task_scale="unit", **kw)
+    assert unit.info["task_scale"] == "unit" and (op.M_T(unit.y) - xc).abs().max() < 0.05
+    assert (energy(target, unit.y) < 0.1 * energy(target, plain.y)).all()      # a hard constraint at the end
     with pytest.raises(ValueError, match="one row per chain"):
         S.ks_sample(shrink, task_energy=energy, task_inputs=target[:2], **kw)
