@@ -56,6 +56,7 @@ samples) per position.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -73,6 +74,17 @@ ANOMALY_KINDS = ("spike", "level_shift")
 
 #: Exceptions from a statsmodels fit or forecast that make a baseline try its next (simpler) model.
 _FIT_ERRORS = (ValueError, IndexError, ZeroDivisionError, OverflowError, np.linalg.LinAlgError)
+
+
+@contextlib.contextmanager
+def _quiet_fit():
+    """Silence the convergence, user and runtime warnings that statsmodels' likelihood fits emit on short
+    windows (a failed fit is caught through ``_FIT_ERRORS`` and non-finite output instead)."""
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+    with warnings.catch_warnings():
+        for category in (ConvergenceWarning, UserWarning, RuntimeWarning):
+            warnings.simplefilter("ignore", category)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -476,7 +488,6 @@ def sarimax_forecast(windows: torch.Tensor, mask: torch.Tensor, period: int = 1,
     seasonal part, then ``"naive"`` — the last observed value with the random-walk sd σ·√h at h steps ahead
     (σ = std of the prefix's first differences). A constant prefix (degenerate likelihood) goes straight to
     ``"naive"`` (sd 0). ``Prediction.models`` names the model used for each window."""
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     x, m = _to_numpy(windows, mask)
@@ -499,10 +510,7 @@ def sarimax_forecast(windows: torch.Tensor, mask: torch.Tensor, period: int = 1,
             candidates.append((order, None))
         for o, s in candidates:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    warnings.simplefilter("ignore", UserWarning)
-                    warnings.simplefilter("ignore", RuntimeWarning)
+                with _quiet_fit():
                     model = SARIMAX(y, order=o, seasonal_order=s or (0, 0, 0, 0), trend=trend)
                     fc = model.fit(disp=False, maxiter=maxiter).get_forecast(h)
                     f_mean, f_sd = np.asarray(fc.predicted_mean), np.asarray(fc.se_mean)
@@ -554,7 +562,6 @@ def kalman_impute(windows: torch.Tensor, mask: torch.Tensor, period: int | None 
     ``"linear+bridge"`` — linear interpolation with a random-walk-bridge sd (σ = std of the first differences
     of the observed values). A constant window goes straight to the last one (sd 0). ``Prediction.models``
     names the model used for each window."""
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
     from statsmodels.tsa.statespace.structural import UnobservedComponents
 
     if level not in ("local level", "local linear trend"):
@@ -583,10 +590,7 @@ def kalman_impute(windows: torch.Tensor, mask: torch.Tensor, period: int | None 
         y = np.where(obs, x[b], np.nan)
         for name, extra in candidates:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    warnings.simplefilter("ignore", UserWarning)
-                    warnings.simplefilter("ignore", RuntimeWarning)
+                with _quiet_fit():
                     res = UnobservedComponents(y, level=short, **extra).fit(disp=False, maxiter=maxiter)
                     pred = res.get_prediction(information_set="smoothed")
                     p_mean, p_sd = np.asarray(pred.predicted_mean), np.asarray(pred.se_mean)
