@@ -157,10 +157,15 @@ class LinearOperator:
         """deepinv's name of :meth:`pseudo_inverse`."""
         return self.pseudo_inverse(v)
 
+    def make_consistent(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(I − MMᵀ) x + M x_c: x with its measured part replaced by the measurement x_c = v, the signal closest
+        to x (in L2) that satisfies Mᵀx = x_c (e.g. a sampler's final estimate made consistent with the data)."""
+        return x - self.project(x) + self.M(v)
+
     def init_mean(self, v: torch.Tensor, value: float = 0.5) -> torch.Tensor:
         """KS2021's initial mean value·(I − MMᵀ)e + M x_c (e the all-ones image)."""
         e = torch.full((v.shape[0], *self.shape), value, dtype=v.dtype, device=v.device)
-        return e - self.project(e) + self.M(v)
+        return self.make_consistent(e, v)
 
     @property
     def fraction(self) -> float:
@@ -720,16 +725,15 @@ class LinearConstraints(LinearOperator):
         self.kept = torch.arange(self.k)
         if drop_dependent:
             self.kept = _independent_columns(V, rank_tol)
-        self.V_all = V
-        V = V[:, self.kept]
-        Q, R = torch.linalg.qr(V)
+        self.V = V                                     # every given vector (dropped ones included)
+        Q, R = torch.linalg.qr(V[:, self.kept])
         d = R.diagonal().abs()
         if not (d > rank_tol * d.max()).all():
             raise ValueError(f"{self.name}: the {V.shape[1]} constraint vectors are linearly dependent (|R_ii| down to "
                              f"{d.min().item():.2e} relative to {d.max().item():.2e}, tolerance {rank_tol:g}); drop "
                              "the redundant ones")
-        self.V, self.U, self.R = V, Q, R
-        self.m = int(V.shape[1])
+        self.U, self.R = Q, R
+        self.m = int(self.kept.numel())
 
     def _M_T(self, x):
         return x.flatten(1) @ self.U.to(x)
@@ -739,7 +743,7 @@ class LinearConstraints(LinearOperator):
 
     def constraint_values(self, x: torch.Tensor) -> torch.Tensor:
         """c = Vᵀx for every given constraint vector (dropped ones included), (B, k)."""
-        return x.flatten(1) @ self.V_all.to(x)
+        return x.flatten(1) @ self.V.to(x)
 
     def measurements(self, c: torch.Tensor) -> torch.Tensor:
         """x_c = Mᵀx = R⁻ᵀ c from the constraint values c = Vᵀx of every given vector, (B, k)."""

@@ -105,3 +105,19 @@ def compare_arms(a, b, name_a: str = "A", name_b: str = "B", lower_is_better: bo
         verdict = NO_DIFFERENCE
     rel = diff / abs(va.mean()) if va.mean() != 0 else math.inf
     return Comparison(name_a, name_b, ia, ib, di, verdict, float(rel))
+
+
+def compare_to_reference(values, reference: float, lower_is_better: bool = True, level: float = 0.95) -> str:
+    """A trained arm (one number per seed) against a deterministic reference (a baseline without training
+    randomness): "better" when the arm's seed interval lies wholly on the better side of the reference, "worse"
+    when it lies wholly on the other side, else "no measurable difference at this budget" (always so for one seed,
+    said in the verdict)."""
+    iv = seed_interval(values, level)
+    if not math.isfinite(reference):
+        raise ValueError(f"the reference must be a finite number, got {reference}")
+    if iv.n < 2:
+        return f"one seed only: {NO_DIFFERENCE}"
+    above, below = iv.low > reference, iv.high < reference
+    if above or below:
+        return "better" if below == lower_is_better else "worse"
+    return NO_DIFFERENCE

@@ -72,7 +72,7 @@ from energy_utils.metrics import auroc
 from energy_utils.paths import scratch_dir
 from energy_utils.reporting import Report
 from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
-from energy_utils.stats import NO_DIFFERENCE, compare_arms, seed_interval
+from energy_utils.stats import NO_DIFFERENCE, compare_arms, compare_to_reference, seed_interval
 
 configure_threads()
 seed_everything(SEED)
@@ -187,15 +187,10 @@ def seed_cell(values, digits=3):
 
 
 def verdict_against(prior_values, baseline_value, lower_is_better=True):
-    """Compare the prior's seed values with a deterministic baseline: 'holds' when the seed interval lies wholly
-    on the better side of the baseline, 'does not hold' when it lies wholly on the worse side, otherwise no
-    measurable difference (always the latter with one seed)."""
-    iv = seed_interval(prior_values)
-    if iv.n < 2:
-        return NO_DIFFERENCE + " (one seed)"
-    better = iv.high < baseline_value if lower_is_better else iv.low > baseline_value
-    worse = iv.low > baseline_value if lower_is_better else iv.high < baseline_value
-    return "holds" if better else "does not hold" if worse else NO_DIFFERENCE
+    """The seed's claim for the prior against a deterministic baseline (`stats.compare_to_reference`): 'holds'
+    when the prior's seed interval lies wholly on the better side, 'does not hold' when wholly on the worse side."""
+    v = compare_to_reference(prior_values, baseline_value, lower_is_better)
+    return {"better": "holds", "worse": "does not hold"}.get(v, v)
 
 # %% [markdown]
 # ## 1 · Time series
@@ -315,7 +310,7 @@ def prior_posterior_samples(den, x, masks, n_samples, seed):
         op = operators.PixelMask(m)
         xc = op.M_T(xcen[idx]).repeat_interleave(n_samples, 0).to(device)
         r = samplers.ks_sample(den, operator=op, measurement=xc, seed=seed * 10_000 + k, disable=True, **SAMPLER)
-        est = (r.x - op.project(r.x) + op.M(xc)).cpu()
+        est = op.make_consistent(r.x, xc).cpu()
         out[:, idx] = est.view(len(idx), n_samples, *x.shape[1:]).transpose(0, 1)
     return out + off
 
@@ -533,7 +528,7 @@ def prior_paths(den, scenes, n_samples, seed, alpha=0.0):
         kw.update(task_energy=lambda i, y: tj.obstacle_energy(y, sc[i.cpu()].to(y.device)),
                   task_inputs=torch.arange(len(sc)), task_weight=alpha, task_scale="unit")
     r = samplers.ks_sample(den, **kw)
-    return (r.x - endpoint_op.project(r.x) + endpoint_op.M(xc)).cpu(), sc
+    return endpoint_op.make_consistent(r.x, xc).cpu(), sc
 
 
 def path_metrics(paths, scenes, reference):
@@ -672,24 +667,19 @@ pde_models = pde_models["pde_unet"]
 
 # %%
 shape = (1, PDE_N, PDE_N)
-sensor_mask = operators.RandomPixels(shape, 0.1, torch.Generator().manual_seed(SEED + 400)).mask
-sensor_idx = sensor_mask.flatten().nonzero().flatten()
-row_diff = torch.zeros(PDE_N - 1, *shape, dtype=torch.float64)
-for t in range(1, PDE_N):
-    row_diff[t - 1, 0, t], row_diff[t - 1, 0, 0] = 1.0 / PDE_N, -1.0 / PDE_N
-sensor_vecs = torch.zeros(len(sensor_idx), shape[0] * PDE_N * PDE_N, dtype=torch.float64)
-sensor_vecs[torch.arange(len(sensor_idx)), sensor_idx] = 1.0
+sensor_op = operators.RandomPixels(shape, 0.1, torch.Generator().manual_seed(SEED + 400))
+sensor_mask = sensor_op.mask
 F = 4
-block_vecs = torch.zeros((PDE_N // F) ** 2, *shape, dtype=torch.float64)
-for b in range((PDE_N // F) ** 2):
-    i, j = divmod(b, PDE_N // F)
-    block_vecs[b, 0, F * i:F * i + F, F * j:F * j + F] = 1.0 / F ** 2
+sensor_vecs = controls.operator_matrix(sensor_op)                        # (N, 102): the sensors' unit vectors
+block_vecs = controls.operator_matrix(operators.BlockAverageSR(shape, F))  # (N, 64): the 4 × 4 blocks
+row_means = torch.eye(PDE_N, dtype=torch.float64)[:, None, :, None].expand(PDE_N, 1, PDE_N, PDE_N) / PDE_N
+row_diff = (row_means[1:] - row_means[:1]).flatten(1).T                  # (N, 31): mean(row t) − mean(row 0)
 PDE_TASKS = {
-    "sensors": operators.LinearConstraints(shape, sensor_vecs.view(-1, *shape)),
-    "sensors + conservation": operators.LinearConstraints(shape, torch.cat([sensor_vecs.view(-1, *shape), row_diff]),
+    "sensors": operators.LinearConstraints(shape, sensor_vecs),
+    "sensors + conservation": operators.LinearConstraints(shape, torch.cat([sensor_vecs, row_diff], 1),
                                                           drop_dependent=True),
     "4× super-resolution": operators.LinearConstraints(shape, block_vecs),
-    "4× super-resolution + conservation": operators.LinearConstraints(shape, torch.cat([block_vecs, row_diff]),
+    "4× super-resolution + conservation": operators.LinearConstraints(shape, torch.cat([block_vecs, row_diff], 1),
                                                                       drop_dependent=True),
 }
 report.value("pde_measurements", {k: {"given": op.k, "independent (kept)": op.m} for k, op in PDE_TASKS.items()})
@@ -699,7 +689,7 @@ def pde_prior(den, op, fields, n_samples, seed):
     """Posterior mean of n_samples projected-sampler chains per field, made consistent with the measurements."""
     xc = op.measurements(op.constraint_values(fields)).repeat_interleave(n_samples, 0).to(device)
     r = samplers.ks_sample(den, operator=op, measurement=xc, seed=seed, disable=True, **SAMPLER)
-    est = (r.x - op.project(r.x) + op.M(xc)).cpu()
+    est = op.make_consistent(r.x, xc).cpu()
     return est.view(len(fields), n_samples, *fields.shape[1:]).mean(1)
 
 
@@ -755,7 +745,7 @@ for task in ("sensors", "4× super-resolution"):
     without = pde_long[(pde_long.task == task) & (pde_long.method == "denoiser prior")]["relative L2"].values
     pde_verdicts[f"{task}: conservation as a measurement helps the prior (paired over seeds)"] = (
         compare_arms(without, with_c, "without", "with conservation", paired=True).verdict if len(SEEDS) > 1
-        else NO_DIFFERENCE + " (one seed)")
+        else f"one seed only: {NO_DIFFERENCE}")
 report.value("pde_verdicts", pde_verdicts)
 for k, v in pde_verdicts.items():
     print(f"- {k}: {v}")

@@ -318,3 +318,12 @@ def test_linear_constraints_can_drop_constraints_implied_by_the_others():
     c = op.constraint_values(x)
     assert torch.allclose(op.measurements(c), op.M_T(x))
     assert O.orthonormality_errors(op, n_probe=2, generator=_g(11))["MtM_identity"] < 1e-12
+
+
+def test_make_consistent_keeps_the_free_part_and_sets_the_measured_part():
+    op = O.RandomPixels((1, 6, 6), 0.3, _g(12))
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64, generator=_g(13))
+    v = torch.randn(2, op.m, dtype=torch.float64, generator=_g(14))
+    y = op.make_consistent(x, v)
+    assert torch.allclose(op.M_T(y), v)
+    assert torch.allclose(y - op.project(y), x - op.project(x))

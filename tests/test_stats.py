@@ -39,3 +39,11 @@ def test_clear_errors():
         stats.compare_arms([1.0, float("nan")], [1.0, 2.0])
     with pytest.raises(ValueError, match="as many seeds"):
         stats.compare_arms([1.0, 2.0], [1.0, 2.0, 3.0], paired=True)
+
+
+def test_compare_to_reference_needs_the_whole_interval_on_one_side():
+    from energy_utils.stats import NO_DIFFERENCE, compare_to_reference
+    assert compare_to_reference([1.0, 1.1, 0.9], 2.0) == "better"
+    assert compare_to_reference([1.0, 1.1, 0.9], 2.0, lower_is_better=False) == "worse"
+    assert compare_to_reference([1.0, 3.0, 2.0], 2.0) == NO_DIFFERENCE
+    assert compare_to_reference([1.0], 2.0).startswith("one seed only")
