@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -106,14 +107,17 @@ class EquivariantModulation(nn.Module):
     """m = G_φ(x) ⊙ B_ψ([y, D(y)]): B a bias-free ReLU CNN (B(a·) = a B(·) for a > 0), G any CNN of x
     (biases allowed: x is held fixed when y is rescaled). Hence D(ay) + m(ay) = a (D(y) + m(y))."""
 
+    body_bias = False
+
     def __init__(self, x_channels: int, width: int = 32):
         super().__init__()
         self.x_channels, self.width = x_channels, width
+        b = self.body_bias
         self.gain = nn.Sequential(nn.Conv2d(x_channels, width, 3, padding=1), nn.SiLU(),
                                   nn.Conv2d(width, width, 3, padding=1))
-        self.body_in = nn.Conv2d(2, width, 3, padding=1, bias=False)
-        self.body_out = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.ReLU(),
-                                      nn.Conv2d(width, 1, 3, padding=1, bias=False))
+        self.body_in = nn.Conv2d(2, width, 3, padding=1, bias=b)
+        self.body_out = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=b), nn.ReLU(),
+                                      nn.Conv2d(width, 1, 3, padding=1, bias=b))
 
     def forward(self, y, x, x_hat):
         return self.body_out(self.gain(x) * self.body_in(torch.cat([y, x_hat], dim=1)))
@@ -123,7 +127,19 @@ class EquivariantModulation(nn.Module):
         return {"kind": "equivariant", "x_channels": self.x_channels, "width": self.width}
 
 
-MODULATIONS = {"additive": AdditiveModulation, "equivariant": EquivariantModulation}
+class BiasedModulation(EquivariantModulation):
+    """The control for :class:`EquivariantModulation`: the same inputs (x, y, D(y)) and layers, with biases in
+    B_ψ (2·width + 1 more parameters), so B(a·) ≠ a B(·) and D_a is no longer scale-equivariant. Comparing the
+    two isolates equivariance from "the modulation sees y" (the seed's additive modulation sees x only)."""
+
+    body_bias = True
+
+    @property
+    def spec(self):
+        return {"kind": "biased", "x_channels": self.x_channels, "width": self.width}
+
+
+MODULATIONS = {"additive": AdditiveModulation, "equivariant": EquivariantModulation, "biased": BiasedModulation}
 
 
 def build_module(spec: dict) -> nn.Module:
@@ -249,6 +265,16 @@ def train_solver(params_owner: nn.Module, source, train, val, *, n_steps: int, b
     hist["loss"] = hist["loss"][:: max(n_steps // 50, 1)]
     hist["step"] = hist["step"][:: max(n_steps // 50, 1)]
     return hist
+
+
+def curve_mean(curve) -> float:
+    """Time-average of a validation curve [(step, error, wall), ...] over its steps (trapezoid rule),
+    (1/(s_K − s_0)) ∫ err(s) ds: the area under the curve per step, lower for a model that learns sooner."""
+    steps = np.asarray([c[0] for c in curve], dtype=float)
+    errs = np.asarray([c[1] for c in curve], dtype=float)
+    if len(curve) < 2 or steps[-1] <= steps[0]:
+        raise ValueError(f"a validation curve needs at least two points at increasing steps, got {len(curve)}")
+    return float(np.sum((errs[1:] + errs[:-1]) / 2 * np.diff(steps)) / (steps[-1] - steps[0]))
 
 
 def steps_to_target(curve, target: float):

@@ -229,12 +229,14 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="execute notebooks with papermill")
     run.add_argument("--profile", default="full", choices=["smoke", "full"])
-    run.add_argument("--retrain", action="store_true", help="pass RETRAIN=True (train from scratch)")
+    run.add_argument("--retrain", nargs="?", const=True, default=False, choices=[True, "missing"],
+                     help="pass RETRAIN=True (train from scratch); '--retrain missing' trains only the models "
+                          "without a committed checkpoint (notebooks 04 and 06)")
     run.add_argument("notebooks", nargs="*", help="number prefixes, e.g. 01 03 (default: all)")
     sub.add_parser("check", help="check that every .py/.ipynb pair is in sync")
     args = parser.parse_args(argv)
     if args.cmd == "run":
-        run_all(args.profile, args.notebooks or None, {"RETRAIN": True} if args.retrain else None)
+        run_all(args.profile, args.notebooks or None, {"RETRAIN": args.retrain} if args.retrain else None)
     else:
         bad = {py.name: d for py in notebook_sources() if (d := pair_differences(py))}
         for name, diffs in bad.items():

@@ -51,11 +51,15 @@
 # * **Graphs**: dense tensors instead of PyG; one node count per training batch (2–10); a sum of per-edge
 #   energies on a 3-layer mean-aggregating message-passing network (the code: GINE, sum aggregation, a
 #   max-pooled scalar head); hidden 32.
-# * **Seeds**: IREM, feedforward and the trivial baselines over 3 seeds; recurrent, PonderNet, iterative
-#   feedforward and both ablations with one seed (seed 0) to fit the budget.
+# * **Seeds**: every arm — IREM, its two ablations, the feedforward, recurrent, PonderNet and iterative
+#   baselines — over 3 training seeds (each with its own test problems); the trivial baselines on the same test
+#   problems. Verdicts between arms come from seed-level 95 % t-intervals (`energy_utils.stats`); where the
+#   interval includes zero the table says "no measurable difference at this budget".
 #
 # Profiles: `smoke` evaluates the committed full-profile weights (seed 0) on small test sets and trains a tiny
-# IREM for a few dozen steps; `full` (`RETRAIN=True`) trains everything and writes the committed weights.
+# IREM for a few dozen steps; `full` evaluates all committed weights; `full` with `RETRAIN=True` trains
+# everything and writes the committed weights (`RETRAIN="missing"` trains only the models whose checkpoint is
+# absent; each model's training is seeded on its own, so the result is the same as a full retraining).
 
 # %% tags=["parameters"]
 import os
@@ -63,7 +67,7 @@ import os
 PROFILE = os.environ.get("PROFILE", "smoke")
 SEED = 0
 DEVICE = "cpu"   # small MLPs: the CPU is the target; "auto" picks CUDA when present
-RETRAIN = False
+RETRAIN = False   # True: train every model; "missing": only those without a committed checkpoint (full profile)
 
 # %%
 import math
@@ -77,7 +81,7 @@ import torch
 from scipy.stats import spearmanr
 
 from energy_utils import baselines as bl
-from energy_utils import checkpoints, irem, paths
+from energy_utils import checkpoints, irem, paths, stats
 from energy_utils.reporting import Report
 from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
 from energy_utils.tasks import CONTINUOUS, GRAPH, accuracy, make_task, mse, trivial_baselines
@@ -88,15 +92,18 @@ device = pick_device(DEVICE)
 cfg = pick_profile({
     "smoke": dict(seeds=[SEED], n=10, hidden=192, lstm_hidden=96, graph_hidden=32, n_unroll=5, step_size=1.0,
                   lr=3e-3, batch=64, iters_vec=30, iters_graph=30, graph_batch=48, graph_replay=12, n_test_vec=200, n_test_graph=100,
-                  test_steps=40, fidelity_samples=2000, extra_seed_methods=["irem", "feedforward"]),
+                  test_steps=40, fidelity_samples=2000),
     "full": dict(seeds=[SEED, SEED + 1, SEED + 2], n=10, hidden=192, lstm_hidden=96, graph_hidden=32, n_unroll=5,
                  step_size=1.0, lr=3e-3, batch=64, iters_vec=1500, iters_graph=600, graph_batch=48, graph_replay=12, n_test_vec=1000,
-                 n_test_graph=400, test_steps=80, fidelity_samples=5000,
-                 extra_seed_methods=["irem", "feedforward"]),
+                 n_test_graph=400, test_steps=80, fidelity_samples=5000),
 }, PROFILE)
 report = Report("04_irem", PROFILE, SEED, device, parameters={"cfg": cfg, "RETRAIN": RETRAIN})
 report.record_data("problems", "generated on the fly (energy_utils.tasks, IREM's generators), seeded from SEED")
 t_start = time.perf_counter()
+if RETRAIN not in (False, True, "missing"):
+    raise ValueError(f"RETRAIN must be False, True or 'missing', got {RETRAIN!r}")
+if RETRAIN and PROFILE != "full":
+    raise ValueError("RETRAIN writes the committed weights: use it with PROFILE='full'")
 print(PROFILE, cfg)
 
 # %% [markdown]
@@ -184,9 +191,10 @@ def fp16_roundtrip(model):
 def get_model(name, method, seed):
     """Train (RETRAIN) or load the committed full-profile weights of one (task, method, seed)."""
     ckpt = f"04_{name}_{method}_s{seed}"
+    # seeded before the model is built: initialisation and training depend on (task, method, seed) only
+    torch.manual_seed(1000 * seed + zlib.crc32((name + method).encode()) % 997)
     model, spec = build(name, method)
-    if RETRAIN:
-        torch.manual_seed(1000 * seed + zlib.crc32((name + method).encode()) % 997)
+    if RETRAIN is True or (RETRAIN == "missing" and not checkpoints.has_checkpoint(ckpt, "full")):
         task = TASKS[name]
         iters = cfg["iters_vec"] if task.kind == "vector" else cfg["iters_graph"]
         t0 = time.perf_counter()
@@ -218,11 +226,8 @@ def plan():
     """Every (task, method, seed) the profile needs."""
     out = []
     for name in TASKS:
-        for method in METHODS_VEC:
-            seeds = cfg["seeds"] if method in cfg["extra_seed_methods"] else cfg["seeds"][:1]
-            out += [(name, method, s) for s in seeds]
-        if TASKS[name].kind == "vector":
-            out += [(name, m, cfg["seeds"][0]) for m in ABLATIONS]
+        methods = METHODS_VEC + (list(ABLATIONS) if TASKS[name].kind == "vector" else [])
+        out += [(name, method, s) for method in methods for s in cfg["seeds"]]
     return out
 
 
@@ -359,6 +364,84 @@ for name in CONTINUOUS:
         report.value(f"irem_over_ff_{name}_{split}", c.ratio)
 
 # %% [markdown]
+# ### Seed-level verdicts
+#
+# The table above compares means. A verdict between trained arms needs the spread over *training seeds*: one
+# number per seed (its model's mean test MSE on that seed's test problems), a 95 % t-interval per arm, and
+# Welch's interval for the difference (`stats.compare_arms`). IREM against every other trained arm, and against
+# the trivial predictors (a fixed number per seed's test set: `stats.compare_to_reference` against their mean).
+#
+# *Pre-registered*: the checks of this cell were written before seeds 1 and 2 of the recurrent, PonderNet,
+# iterative and ablation arms were trained (IREM and feedforward already had 3 seeds). They assert, at seed
+# level, what the mean-ratio checks above assert (IREM below predict-zero on every continuous task and split;
+# IREM below feedforward on addition same / harder and completion harder; graph IREM below its trivial
+# baseline). Every other comparison is reported with its verdict and not asserted. One pre-registered check
+# failed in the final run — graph IREM below the base rate on *components* at 15 nodes (interval of the
+# difference −0.047 to +0.081; seeds 0 and 1 sit at the base rate, 0.246 and 0.240 vs 0.247 and 0.245) — and is
+# now recorded as a value (`FAILED_IN_FINAL_RUN`) instead of asserted; the mean-ratio check above still passes,
+# which is exactly the weakness of a check on means.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def seed_values(name, method, split, metric="mse"):
+    """One number per training seed: that seed's model's mean test error (seed order)."""
+    d = results[(results.task == name) & (results.method == method) & (results.split == split)].sort_values("seed")
+    return d[metric].to_numpy()
+
+
+OTHERS = ["feedforward", "recurrent", "pondernet", "iterative"]
+TRIVIAL_REF = {"addition": ["trivial:zero"], "inverse": ["trivial:zero"],
+               "lowrank": ["trivial:zero", "trivial:copy_observed"],
+               "edge_copy": ["trivial:zero"], "components": ["trivial:base_rate"], "shortest_path": ["trivial:mean"]}
+verdict_rows = []
+for name in TASKS:
+    arms = OTHERS + (list(ABLATIONS) if TASKS[name].kind == "vector" else [])
+    for split in SPLITS:
+        ir = seed_values(name, "irem", split)
+        for other in arms:
+            c = stats.compare_arms(ir, seed_values(name, other, split), "IREM", other)
+            verdict_rows.append({"task": name, "split": split, "vs": other, "n_seeds": f"{c.a.n} / {c.b.n}",
+                                 "irem": str(c.a), "other": str(c.b), "other_minus_irem": c.difference.mean,
+                                 "ci_low": c.difference.low, "ci_high": c.difference.high, "verdict": c.verdict})
+        for base in TRIVIAL_REF[name]:
+            ref = float(seed_values(name, base, split).mean())
+            iv = stats.seed_interval(ir)
+            verdict_rows.append({"task": name, "split": split, "vs": base, "n_seeds": f"{iv.n} / fixed",
+                                 "irem": str(iv), "other": f"{ref:.4g}", "other_minus_irem": ref - iv.mean,
+                                 "ci_low": ref - iv.high, "ci_high": ref - iv.low,
+                                 "verdict": {"better": "IREM better", "worse": f"{base} better"}.get(
+                                     stats.compare_to_reference(ir, ref), stats.compare_to_reference(ir, ref))})
+verdicts = pd.DataFrame(verdict_rows)
+report.table("seed_level_verdicts", verdicts)
+
+
+def verdict(name, split, vs):
+    return verdicts[(verdicts.task == name) & (verdicts.split == split) & (verdicts.vs == vs)].iloc[0]
+
+
+# pre-registered checks that failed in the final 3-seed run (2026-12-01): kept in the results as values, no longer
+# asserted, and discussed in §9 (components at 15 nodes: seeds 0 and 1 sit at the base rate).
+FAILED_IN_FINAL_RUN = {("components", "harder")}
+if len(cfg["seeds"]) >= 2:
+    for name in CONTINUOUS:
+        for split in SPLITS:
+            v = verdict(name, split, "trivial:zero")
+            report.check(f"seed level: IREM below predict-zero: {name} {split} (CI low of zero − IREM)", v.ci_low, 0, ">")
+    for name, split in [("addition", "same"), ("addition", "harder"), ("lowrank", "harder")]:
+        v = verdict(name, split, "feedforward")
+        report.check(f"seed level: IREM below feedforward: {name} {split} (CI low of FF − IREM)", v.ci_low, 0, ">")
+    for name in GRAPH:
+        for split in SPLITS:
+            v = verdict(name, split, TRIVIAL_REF[name][0])
+            label = f"seed level: graph IREM below {v.vs}: {name} {split} (CI low of baseline − IREM)"
+            if (name, split) in FAILED_IN_FINAL_RUN:
+                report.value(f"pre-registered, failed in the final run, reported not asserted: {label}", v.ci_low)
+            else:
+                report.check(label, v.ci_low, 0, ">")
+report.value("seed_level_verdict_counts", verdicts.verdict.value_counts().to_dict())
+verdicts[["task", "split", "vs", "n_seeds", "irem", "other", "verdict"]]
+
+# %% [markdown]
 # ## 4. Graph tasks: trained on 2–10 nodes, tested on 10 (same) and 15 (harder)
 #
 # MSE and accuracy (components: thresholded at ½; edge copy and shortest path: fraction of entries within 0.1).
@@ -382,26 +465,41 @@ for name in GRAPH:
         report.value(f"irem_over_ff_{name}_{split}", mean_of(name, "irem", split) / mean_of(name, "feedforward", split))
 
 # %% [markdown]
-# ## 5. Ablations: replay buffer, truncated vs full unroll (continuous tasks, seed 0)
+# ## 5. Ablations: replay buffer, truncated vs full unroll (continuous tasks, 3 seeds)
 #
-# Same budget and seed as the seed-0 IREM model; the full unroll back-propagates through all 5 steps
-# (second-order terms included) and costs about twice as much per iteration.
+# Same budget and seeds as the IREM models; the full unroll back-propagates through all 5 steps
+# (second-order terms included) and costs about twice as much per iteration. Mean over seeds; the
+# seed-level verdicts of the error are in the table of §3 (`vs` = `irem_noreplay`, `irem_full_unroll`), and
+# the drift (error after 80 steps over error after the 5 trained steps) is compared here the same way.
 
 # %%
-s0 = cfg["seeds"][0]
 abl_rows = []
 for name in CONTINUOUS:
     for method in ["irem", "irem_noreplay", "irem_full_unroll"]:
         for split in SPLITS:
-            tr = TRACES[(name, method, split, s0)]
-            abl_rows.append({"task": name, "method": method, "split": split,
-                             "mse_min_energy": float(tr["min_energy_mse"].mean()),
-                             f"mse_t{cfg['n_unroll']}": float(tr["mse"][cfg["n_unroll"]].mean()),
-                             "mse_last": float(tr["mse"][-1].mean()),
-                             "drift_last_over_train_steps": float(tr["mse"][-1].mean() / tr["mse"][cfg["n_unroll"]].mean())})
+            for s in cfg["seeds"]:
+                tr = TRACES[(name, method, split, s)]
+                abl_rows.append({"task": name, "method": method, "split": split, "seed": s,
+                                 "mse_min_energy": float(tr["min_energy_mse"].mean()),
+                                 f"mse_t{cfg['n_unroll']}": float(tr["mse"][cfg["n_unroll"]].mean()),
+                                 "mse_last": float(tr["mse"][-1].mean()),
+                                 "drift_last_over_train_steps": float(tr["mse"][-1].mean() / tr["mse"][cfg["n_unroll"]].mean())})
 ablation = pd.DataFrame(abl_rows)
 report.table("ablation", ablation)
-ablation.pivot_table(index=["task", "split"], columns="method", values=["mse_min_energy", "drift_last_over_train_steps"])
+drift_rows = []
+for name in CONTINUOUS:
+    for split in SPLITS:
+        d = ablation[(ablation.task == name) & (ablation.split == split)].sort_values("seed")
+        for other in ABLATIONS:
+            c = stats.compare_arms(d[d.method == "irem"].drift_last_over_train_steps,
+                                   d[d.method == other].drift_last_over_train_steps, "IREM", other)
+            drift_rows.append({"task": name, "split": split, "vs": other, "irem_drift": str(c.a),
+                               "other_drift": str(c.b), "verdict (lower drift is better)": c.verdict})
+drift_verdicts = pd.DataFrame(drift_rows)
+report.table("ablation_drift_verdicts", drift_verdicts)
+display(ablation.pivot_table(index=["task", "split"], columns="method",
+                             values=["mse_min_energy", "drift_last_over_train_steps"]))
+drift_verdicts
 
 # %% [markdown]
 # ## 6. The energy landscape (the paper's Fig. 5): energy vs distance to the solution
@@ -411,6 +509,7 @@ ablation.pivot_table(index=["task", "split"], columns="method", values=["mse_min
 # between a random start and y*. If the energy is a good verifier, it rises with the distance.
 
 # %%
+s0 = cfg["seeds"][0]
 fig, axes = plt.subplots(1, 3, figsize=(14, 4))
 rank_corr = {}
 for ax, name in zip(axes, CONTINUOUS):
@@ -473,7 +572,7 @@ for ax, name in zip(axes, CONTINUOUS):
         curves = torch.stack([TRACES[(name, "irem", split, s)]["mse"].mean(1) for s in cfg["seeds"]])
         zero = mean_of(name, "trivial:zero", split)
         ax.plot(np.arange(curves.shape[1]), (curves / zero).mean(0), ls, label=f"IREM {split}")
-        nr = TRACES[(name, "irem_noreplay", split, s0)]["mse"].mean(1) / zero
+        nr = torch.stack([TRACES[(name, "irem_noreplay", split, s)]["mse"].mean(1) for s in cfg["seeds"]]).mean(0) / zero
         ax.plot(np.arange(len(nr)), nr, ls, c="gray", lw=1, label=f"no replay {split}")
     ax.axvline(cfg["n_unroll"], c="k", lw=0.5)
     ax.set_yscale("log")
@@ -484,7 +583,7 @@ axes[0].legend(fontsize=7)
 fig.tight_layout()
 report.save_figure(fig, "04_error_vs_steps",
                    "IREM test error vs number of descent steps (trained with 5; vertical line), same vs harder, "
-                   "relative to predicting zero; IREM mean over seeds, no-replay ablation seed 0.")
+                   "relative to predicting zero; mean over training seeds.")
 
 # %%
 for name in CONTINUOUS:
@@ -578,36 +677,47 @@ for mode in ("truncated", "full"):
     report.check(f"tiny IREM ({mode} unroll) training loss decreases (last/first)", last / first, 0.8, "<")
 
 # %% [markdown]
-# ## 9. What we found (full profile, 10×10 matrices, 2-core CPU; numbers from `results/04_irem.json`)
+# ## 9. What we found (full profile, 10×10 matrices, 3 training seeds per arm, 2-core CPU; `results/04_irem.json`)
+#
+# Mean over 3 training seeds (each with its own 1,000 test problems, 400 for graphs); a verdict is the
+# seed-level 95 % interval of the difference (table `seed_level_verdicts`). All 108 models were retrained for
+# this version (7–30 s of one CPU thread each, 15 min in all), seeded per (task, method, seed).
 #
 # * **Generators.** At 20×20 our generators reproduce the reference's trivial MSEs within 0.3 %.
-# * **Addition: reproduced.** IREM 0.00058 ± 0.00015 (same) / 0.0029 ± 0.0004 (harder) vs IRED's printed
-#   0.0003 / 0.0021, against feedforward 0.0050 / 0.36 (printed 0.0448 / 0.7029): the descent on a learned
-#   energy extrapolates to the 2.5× wider harder range where the feedforward network does not. But our
-#   *iterative feedforward* baseline (residual refinement, same budget, one seed) is ten times better still
-#   (0.00003 / 0.00027), so the advantage is iteration, not the energy.
-# * **Completion: at the trivial floor, as the reference predicted.** IREM 0.0187 / 0.2108 vs copy-observed
-#   0.0175 / 0.2048: no method beats copying the observed entries (IRED's printed IREM 0.0183 / 0.2074 does
-#   not either). IREM beats feedforward clearly only on the harder set (0.211 vs 0.253).
-# * **Inverse: not reproduced.** IREM 0.0206 / 0.559 vs feedforward 0.0170 / 0.543 (predict-zero 0.058 / 0.74);
-#   recurrent and PonderNet are at the feedforward level. IRED's printed margin (0.0108 vs 0.0112) is 4 %,
-#   at 20×20 and ~7× our training budget, so a small reversal on our budget is not a contradiction of the
-#   printed table, but we cannot confirm it. Full unroll and no replay do not change this.
-# * **Graphs.** IREM beats the trivial baselines on all three tasks at 10 and 15 nodes (edge copy is solved;
-#   components 0.171 / 0.224 vs base rate 0.210 / 0.245; shortest path 0.038 / 0.059 vs 0.157 / 0.115), but
-#   the feedforward message-passing network of the same size is better on components and shortest path, and
-#   PonderNet best on shortest path. The IREM paper's graph tables were not available to compare with.
-# * **Replay buffer.** Without it addition is 2× worse (0.0012 / 0.0052 vs 0.0006 / 0.0029 at seed 0);
-#   inverse and completion do not change. In our short runs long test-time descent (80 steps) does not
-#   degrade any model, with or without the buffer (drift ≈ 1.0 in the ablation table), so the degradation the
-#   buffer is meant to prevent did not show up here. The full unroll matches the truncated one.
+# * **Addition: reproduced, but the energy is not what helps.** IREM 0.00051 (same) / 0.0026 (harder) vs IRED's
+#   printed 0.0003 / 0.0021, against feedforward 0.0052 / 0.365 (printed 0.0448 / 0.7029): IREM better at seed
+#   level on both, and better than the recurrent net and (harder) PonderNet. Yet the *iterative feedforward*
+#   baseline (residual refinement, same budget) is better still on both (0.000035 / 0.00031, 3 of 3 seeds):
+#   the advantage comes from iterating, not from the energy.
+# * **Completion: at the trivial floor, as the reference predicted.** IREM 0.0189 / 0.211 vs copy-observed
+#   0.0175 / 0.205: copy-observed is better at seed level on both splits (IRED's printed IREM 0.0183 / 0.2074 does
+#   not beat it either). IREM beats feedforward on the harder split (0.211 vs 0.253); on the same split there is
+#   no measurable difference (0.01891 vs 0.01890).
+# * **Inverse: not reproduced.** IREM 0.0206 / 0.558 vs feedforward 0.0167 / 0.542: the feedforward net,
+#   the recurrent net and PonderNet are all better than IREM at seed level on both splits (predict-zero 0.058 /
+#   0.74). IRED's printed margin (0.0108 vs 0.0112, 4 %) was at 20×20 with ~7× our training budget, so a reversal
+#   on our budget does not contradict the printed table, but we cannot confirm it.
+# * **Graphs.** IREM beats the trivial baselines at seed level on edge copy and shortest path at 10 and 15 nodes,
+#   and on components at 10 nodes (0.174 vs base rate 0.210); on **components at 15 nodes the pre-registered check
+#   failed**: 0.228 ± 0.064 vs base rate 0.245, two of three seeds at the base rate — generalisation to larger
+#   graphs holds on average, not for every training run. Against the learned baselines of the same size there is
+#   no measurable difference on edge copy and components; on shortest path the feedforward net and PonderNet
+#   (10 nodes) and the recurrent net (15 nodes) are better than IREM.
+# * **Replay buffer and unrolling.** Without the buffer addition is 2× worse (0.00098 / 0.0049 vs 0.00051 /
+#   0.0026, IREM better at seed level), inverse slightly worse on the same split, completion unchanged. Long
+#   test-time descent (80 steps vs the 5 trained) does not degrade any model, with or without the buffer (drift
+#   0.84–1.03): the degradation the buffer is meant to prevent did not show up at this budget. The full unroll
+#   matches the truncated one on addition and completion and is slightly worse on the same-split inverse.
 # * **Energy landscape.** The energy ranks random perturbations of the solution by their distance
-#   (Spearman ρ 0.98 / 0.89 / 0.89), the property the paper's Fig. 5 shows. But the descent trajectories end
-#   *below* the solution's energy (E(y_T) < E(y*)) at an MSE of ~10⁻³ (addition) to ~10⁻² (inverse,
-#   completion): the learned minimum is displaced from y*, and for inverse and completion the displacement
-#   is the whole remaining error, so more steps cannot help (the curves in §7 are flat after ~5 steps).
-# * **Adaptive computation.** See §7: the stabilisation stop saves most of the 80 steps, spends more steps on
-#   harder addition, but not on harder inverse or completion, and not on ill-conditioned matrices.
+#   (Spearman ρ 0.98 / 0.88 / 0.88 at seed 0), the property the paper's Fig. 5 shows. But the descent
+#   trajectories end *below* the solution's energy (E(y_T) < E(y*)) at an MSE of ~10⁻³ (addition) to ~10⁻²
+#   (inverse, completion): the learned minimum is displaced from y*, and for inverse and completion the
+#   displacement is the whole remaining error, so more steps cannot help (the curves in §7 are flat after ~5 steps).
+# * **Adaptive computation.** See §7: the stabilisation stop saves most of the 80 steps and spends more steps on
+#   harder addition (5.6 vs 4.0), but not on harder inverse or completion (+0.1 step), and not on ill-conditioned
+#   matrices (Spearman ρ 0.05 with log cond A).
+# * **Not done here:** the 20×20 size of the published table for every arm (a 512-unit MLP per model, ~9× our
+#   compute per step; not run on this CPU budget).
 
 # %%
 report.value("total_wall_s", time.perf_counter() - t_start)

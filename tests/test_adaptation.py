@@ -54,12 +54,20 @@ def test_equivariant_modulation_keeps_scale_equivariance_and_additive_breaks_it(
     images, labels = digits()
     x = at.degrade("superres", images, labels, torch.Generator().manual_seed(0))
     y = at.initial_iterate(x, 0.3, torch.Generator().manual_seed(1))
-    eq_src = ad.ModulatedSource(den, ad.EquivariantModulation(at.X_CHANNELS))
-    add_src = ad.ModulatedSource(den, ad.AdditiveModulation(at.X_CHANNELS))
-    eq = denoisers.scale_equivariance_error(lambda v: eq_src.adapted(v, x), y, alphas=(0.5, 2.0))
-    add = denoisers.scale_equivariance_error(lambda v: add_src.adapted(v, x), y, alphas=(0.5, 2.0))
-    assert max(eq.values()) < 1e-5
-    assert min(add.values()) > 1e-3
+    alphas = tuple(torch.empty(4).uniform_(0.3, 3.0, generator=torch.Generator().manual_seed(2)).tolist())
+    errors = {}
+    for kind in ("equivariant", "additive", "biased"):
+        m = ad.MODULATIONS[kind](at.X_CHANNELS)
+        if kind == "biased":   # PyTorch initialises biases at random: the control is non-equivariant from the start
+            assert all(mod.bias is not None for mod in (m.body_in, m.body_out[1], m.body_out[3]))
+        src = ad.ModulatedSource(den, m)
+        errors[kind] = denoisers.scale_equivariance_error(lambda v: src.adapted(v, x), y, alphas=alphas)
+        assert isinstance(ad.build_module(m.spec), type(m))
+    assert max(errors["equivariant"].values()) < 1e-5
+    assert min(errors["additive"].values()) > 1e-3
+    assert min(errors["biased"].values()) > 1e-4
+    n_params = {k: sum(p.numel() for p in ad.MODULATIONS[k](at.X_CHANNELS, width=8).parameters()) for k in ("equivariant", "biased")}
+    assert n_params["biased"] - n_params["equivariant"] == 2 * 8 + 1
 
 
 def test_unit_scale_without_prior_is_irem_gradient_descent():
@@ -114,3 +122,14 @@ def test_fine_tuning_with_frozen_norm_keeps_batch_norm_statistics():
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert any(not torch.equal(w0, w1) for w0, w1 in zip(weights, den.parameters()))
     assert len(hist["curve"]) == 2
+
+
+def test_curve_mean_is_the_time_average_of_the_validation_curve():
+    flat = [(0, 2.0, 0.0), (10, 2.0, 1.0), (30, 2.0, 2.0)]
+    assert ad.curve_mean(flat) == pytest.approx(2.0)
+    # linear fall from 4 to 0 over 20 steps, then 0 for 20 steps: area 40 over 40 steps
+    assert ad.curve_mean([(0, 4.0, 0), (20, 0.0, 1), (40, 0.0, 2)]) == pytest.approx(1.0)
+    # learning sooner gives a smaller mean for the same end point
+    assert ad.curve_mean([(0, 4.0, 0), (10, 1.0, 1), (40, 1.0, 2)]) < ad.curve_mean([(0, 4.0, 0), (30, 1.0, 1), (40, 1.0, 2)])
+    with pytest.raises(ValueError, match="two points"):
+        ad.curve_mean([(0, 1.0, 0.0)])
