@@ -34,10 +34,10 @@
 #
 # | claim | source | how |
 # |---|---|---|
-# | the hybrid update d = α∇E_task − βf + γ∇E_c descends E | seed §5.2 | derived signs; exact energies of a Gaussian mixture: the seed's signs climb E, ours descend |
-# | modular conditioning preserves the bias-free property | seed §6.1 | scale-equivariance error of the seed's additive modulation and of an equivariant one; task error of both |
-# | an explicit task energy on the implicit prior adapts fast | seed §6.2, §9.3 "faster than training from scratch" | validation curves; steps and wall time to the from-scratch model's final error |
-# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks |
+# | the hybrid update d = α∇E_task − βf + γ∇E_c descends E | seed §5.2 | derived signs; exact energies of a Gaussian mixture: our direction is −σ²∇E by finite differences and descends E, the seed's climbs it |
+# | modular conditioning preserves the bias-free property | seed §6.1 | scale-equivariance error at random scales of the seed's additive modulation, an equivariant one and its biased control (same inputs); task error of all three, 3 seeds |
+# | an explicit task energy on the implicit prior adapts fast | seed §6.2, §9.3 "faster than training from scratch" | validation curves (3 seeds); mean validation error over training; steps and wall time to 1.1 × the better final error |
+# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks, 3 seeds |
 # | progressive adapters add tasks while preserving earlier ones | seed §6.3, §9.2 | every task's error after each addition: per-task adapters vs one shared adapter vs fine-tuning the denoiser |
 # | curriculum, gradient-norm balancing and multi-scale training help | seed §7.1–7.2 | each against fixed weights / a fixed start noise, same budget |
 # | adaptive computation: harder problems take more iterations | seed §4.3, §9 | iterations spent under adaptive stopping vs the number of observed rows |
@@ -46,18 +46,25 @@
 # every term (f = −σ²∇E_implicit by Miyasawa); the descent direction is d = βf − α∇E_task − γ∇E_c, scaled as
 # derived in `energy_utils.hybrid` and verified in section 1. (2) The seed's additive modulation
 # D(y) + M(x) is not bias-free in y: it breaks the scale equivariance that Miyasawa's reading of the residual
-# relies on (measured in section 4).
+# relies on (measured in section 6).
 #
 # **Scale.** CPU budget: 200 training steps of batch 24 per image model, 600 of batch 64 per signal model
 # (K = 6 unrolled steps, h = 0.5); image task energies have 15k parameters, modulations 13k (additive) and 23k
-# (equivariant), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
-# internal (hybrid vs scratch with identical budgets). Each model is trained once (one seed): differences of a
-# few percent between two trainings are within a seed-to-seed spread we did not measure.
+# (equivariant and its biased control), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
+# internal (hybrid vs scratch with identical budgets, stated in section 3).
 #
-# **Profiles.** `smoke` evaluates the committed full-profile weights on 64 test problems and trains one small
-# model of each kind for a few steps; `full` evaluates on 500 test problems (256 in section 8), and with
-# `RETRAIN=True` trains every model (31 min of training wall time on 2 CPU threads, plus validation) and
-# writes the committed weights.
+# **Seeds and verdicts.** Every trained model — strategy 2 and IREM from scratch on every task, every
+# data-efficiency size, the three modulations of strategy 1, the curriculum / balancing / multi-scale variants and
+# the strategy-3 chains (each seed's chain starting from that seed's models) — is trained with 3 seeds
+# (initialisation and batch order; the same training pairs). A verdict between two arms comes from the seed-level
+# 95 % t-interval of the difference of their test errors (`energy_utils.stats`); where it includes zero the
+# notebook says "no measurable difference at this budget".
+#
+# **Profiles.** `smoke` evaluates the committed full-profile weights (seeds 0 and 1) on 64 test problems and
+# trains one small model of each kind for a few steps; `full` evaluates all three seeds on 500 test problems
+# (256 in section 8). `RETRAIN=True` (full profile) trains every model and writes the committed weights;
+# `RETRAIN="missing"` trains only the models without a committed checkpoint (each model is seeded on its own,
+# so the result is the same).
 
 # %% tags=["parameters"]
 import os
@@ -65,7 +72,7 @@ import os
 PROFILE = os.environ.get("PROFILE", "smoke")
 SEED = 0
 DEVICE = "cpu"   # small networks: the CPU is the target; "auto" picks CUDA when present
-RETRAIN = False
+RETRAIN = False   # True: train every model; "missing": only those without a committed checkpoint (full profile)
 
 # %%
 import copy
@@ -80,7 +87,7 @@ import torch
 
 from energy_utils import adaptation as ad
 from energy_utils import adaptation_tasks as at
-from energy_utils import checkpoints, data, denoisers, engine, networks, tasks
+from energy_utils import checkpoints, data, denoisers, engine, networks, stats, tasks
 from energy_utils.densities import random_mixture
 from energy_utils.hybrid import HybridSource
 from energy_utils.paths import scratch_dir
@@ -91,8 +98,8 @@ configure_threads()
 seed_everything(SEED)
 device = pick_device(DEVICE)
 cfg = pick_profile({
-    "smoke": dict(n_test=64, n_val=32, n_adaptive=32, tiny_steps=12, tiny_batch=8),
-    "full": dict(n_test=500, n_val=128, n_adaptive=256, tiny_steps=0, tiny_batch=0),
+    "smoke": dict(n_test=64, n_val=32, n_adaptive=32, tiny_steps=12, tiny_batch=8, n_seeds=2),
+    "full": dict(n_test=500, n_val=128, n_adaptive=256, tiny_steps=0, tiny_batch=0, n_seeds=3),
 }, PROFILE)
 # the training recipe of the committed weights (RETRAIN=True in the full profile reproduces them)
 TRAIN = dict(steps=200, batch=24, lr=2e-3, unroll=6, h=0.5, sigma0=0.4, val_every=25,
@@ -100,6 +107,8 @@ TRAIN = dict(steps=200, batch=24, lr=2e-3, unroll=6, h=0.5, sigma0=0.4, val_ever
 ADAPTIVE = dict(max_iter=60, sigma_L=0.01, tol=0.005, rows=[20, 14, 8], ks_h0=0.2, ks_beta=0.5, diverge_sigma=2.0)
 report = Report("06_task_adapted_denoisers", PROFILE, SEED, device,
                 parameters={"cfg": cfg, "train": TRAIN, "adaptive": ADAPTIVE, "RETRAIN": RETRAIN})
+if RETRAIN not in (False, True, "missing"):
+    raise ValueError(f"RETRAIN must be False, True or 'missing', got {RETRAIN!r}")
 if RETRAIN and PROFILE != "full":
     raise ValueError("RETRAIN writes the committed weights: use it with PROFILE='full' (smoke trains small models itself)")
 
@@ -123,8 +132,11 @@ print(device, mnist_train.source, "|", mnist_test.source, "| test problems:", n_
 # d = βf − σ²(α∇E_task + γ∇E_c) = −σ²∇E (`explicit_scale="sigma2"`), or, annealing the explicit terms like a
 # likelihood whose variance is the current noise level, d = βf − α∇E_task − γ∇E_c = −σ²∇E_σ with
 # E_σ = β E_implicit + (α E_task + γ E_c)/σ² (`"unit"`, the form trained below; β = 0 is IREM's update).
-# A Gaussian mixture gives exact −log p_σ and its exact denoiser, so both forms can be checked with finite
-# steps: the deterministic part of the update must lower its energy, the seed's must raise it.
+# A Gaussian mixture gives exact −log p_σ and its exact denoiser, so both forms can be checked independently
+# of autograd: the direction must equal −σ² times a **central finite difference** of the exact energy
+# (coordinate by coordinate, step 10⁻⁵, float64), and the deterministic part of the update must lower the energy
+# at finite steps. The seed's signs are shown beside them (their finite-difference error is ≈ 2, since they
+# give +σ²∇E); only the corrected form is asserted.
 
 # %%
 g = torch.Generator().manual_seed(SEED)
@@ -147,10 +159,11 @@ for scale, E_of in energies.items():
         src = HybridSource(lambda y: gm.tweedie_mean(y, sigma2), e_task, None, alpha, beta, gamma, e_con,
                            sigma2=sigma2, seed_signs=seed_signs, explicit_scale=scale)
         d = src.direction(None, y_chk)[0]
-        yg = y_chk.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(E_of(yg).sum(), yg)
+        eye = torch.eye(y_chk.shape[1], dtype=y_chk.dtype) * 1e-5
+        grad_fd = torch.stack([(E_of(y_chk + e) - E_of(y_chk - e)) / 2e-5 for e in eye], dim=1)
         row = {"explicit_scale": scale, "signs": "seed" if seed_signs else "corrected",
-               "max |d + σ²∇E| / |σ²∇E|": ((d + sigma2 * grad).norm(dim=1) / (sigma2 * grad).norm(dim=1)).max().item()}
+               "max |d + σ²∇E_fd| / |σ²∇E_fd|": ((d + sigma2 * grad_fd).norm(dim=1)
+                                                  / (sigma2 * grad_fd).norm(dim=1)).max().item()}
         for h in (1e-3, 0.05, 0.2):
             row[f"E decreased, h={h}"] = (E_of(y_chk + h * d) < E_of(y_chk)).double().mean().item()
         rows.append(row)
@@ -159,10 +172,12 @@ report.table("hybrid_signs_exact", table_signs)
 for r in rows:
     tag = f"{r['signs']} signs, {r['explicit_scale']}"
     if r["signs"] == "corrected":
-        report.check(f"corrected update is -σ²∇E exactly ({r['explicit_scale']})", r["max |d + σ²∇E| / |σ²∇E|"], 1e-9)
+        report.check(f"corrected update is -σ²∇E of the exact energy (finite differences, {r['explicit_scale']})",
+                     r["max |d + σ²∇E_fd| / |σ²∇E_fd|"], 1e-6)
         report.check(f"corrected deterministic step lowers E for every problem ({tag}, h=1e-3)", r["E decreased, h=0.001"], 1.0, ">=")
     else:
-        report.check(f"seed's signs raise E for every problem ({tag}, h=1e-3)", r["E decreased, h=0.001"], 0.0, "<=")
+        report.value(f"seed_signs_fd_error_{r['explicit_scale']}", r["max |d + σ²∇E_fd| / |σ²∇E_fd|"])
+        report.value(f"seed_signs_fraction_E_decreased_{r['explicit_scale']}", r["E decreased, h=0.001"])
 table_signs
 
 # %% [markdown]
@@ -178,7 +193,7 @@ table_signs
 # | `hybrid` (strategy 2) | βf(y) − α∇E_θ(x, y) − γ∇E_c, α = β = γ = 1 | E_θ (ConvTaskEnergy) |
 # | `scratch` (IREM) | −∇E_θ(x, y) − γ∇E_c | E_θ, same network and budget |
 # | `prior only` | βf(y) − γ∇E_c (completion) or βf(y) | none |
-# | `additive` / `equivariant` (strategy 1) | D(y) + m(x, y) − y | the modulation m |
+# | `additive` / `equivariant` / `biased` (strategy 1) | D(y) + m(x, y) − y | the modulation m |
 # | `finetune` (strategy 3 baseline) | D_ψ(y) − y, denoiser unfrozen | the denoiser's weights ψ (learning rate ÷ 10, batch-norm statistics fixed) |
 #
 # Training back-propagates through every unrolled step, the frozen denoiser's Jacobian included (its weights
@@ -206,10 +221,15 @@ DATA["signal"] = {k: v.to(device) for k, v in DATA["signal"].items()}
 report.record_data("signal task", DATA["signal"]["train"].source + "; validation/test from other seeds")
 
 
+def should_train(name):
+    """RETRAIN=True trains every model; RETRAIN="missing" only those without a committed checkpoint."""
+    return RETRAIN is True or (RETRAIN == "missing" and not checkpoints.has_checkpoint(name, "full"))
+
+
 def signal_denoiser():
     """Bias-free MLP denoiser for the 1-D signals (blind, σ ∈ [0, 0.4]), trained here (RETRAIN) or loaded."""
     name = "06_signal_denoiser"
-    if RETRAIN:
+    if should_train(name):
         torch.manual_seed(SEED)
         m = networks.DenoiserMLP(at.SIGNAL_LENGTH, hidden=256, depth=3, bias_free=True).to(device)
         h = denoisers.train_blind_denoiser(m, lambda b, g: at.make_signals(b, g).to(device), (0.0, 0.4),
@@ -267,7 +287,7 @@ JOBS["hybrid_deblur_fixed_end"] = ("deblur", "energy", dict(beta=1.0, n=5000, we
 JOBS["hybrid_deblur_gradnorm"] = ("deblur", "energy", dict(beta=1.0, n=5000, balance="gradnorm"))
 JOBS["hybrid_deblur_multiscale"] = ("deblur", "energy", dict(beta=1.0, n=5000, sigma0="multiscale"))
 for task in at.IMAGE_TASKS:
-    for kind in ("additive", "equivariant"):
+    for kind in ("additive", "equivariant", "biased"):
         JOBS[f"{kind}_{task}"] = (task, "modulation", dict(modulation=kind))
 ORDER = list(at.IMAGE_TASKS)   # strategy 3: tasks arrive in this order
 for i, task in enumerate(ORDER[1:], start=1):
@@ -276,6 +296,22 @@ for i, task in enumerate(ORDER[1:], start=1):
 for i, task in enumerate(ORDER):
     JOBS[f"finetune_{task}"] = (task, "finetune", dict(init=None if i == 0 else f"finetune_{ORDER[i - 1]}", norm="frozen",
                                                          lr=TRAIN["lr"] / 10))
+# every model gets training seeds 1, 2, ... as jobs "<job>_s<k>" (seed 0 keeps the plain name); a model that starts
+# from another one (strategy 3's chains) starts from the same seed's model
+SEEDS = list(range(cfg["n_seeds"]))
+
+
+def seed_job(job, k):
+    """The job name of training seed ``k`` of ``job``."""
+    return job if k == 0 else f"{job}_s{k}"
+
+
+for job in list(JOBS):
+    for k in SEEDS[1:]:
+        opt = {**JOBS[job][2], "seed": k}
+        if opt.get("init"):
+            opt["init"] = seed_job(opt["init"], k)
+        JOBS[seed_job(job, k)] = (JOBS[job][0], JOBS[job][1], opt)
 print(len(JOBS), "models")
 
 
@@ -301,7 +337,7 @@ def train_job(job, module, source, steps, batch, n_train=None, val=None, scratch
     weights = {"curriculum": CURRICULUM, "fixed_final": FIXED_FINAL}.get(opt.get("weights"))
     sigma0 = MULTISCALE if opt.get("sigma0") == "multiscale" else TRAIN["sigma0"]
     return ad.train_solver(module, source, train, val or DATA[task]["val"], n_steps=steps, batch=batch, lr=opt.get("lr", TRAIN["lr"]),
-                           unroll_steps=TRAIN["unroll"], h=TRAIN["h"], sigma0=sigma0, seed=SEED, weights=weights,
+                           unroll_steps=TRAIN["unroll"], h=TRAIN["h"], sigma0=sigma0, seed=SEED + opt.get("seed", 0), weights=weights,
                            val_every=TRAIN["val_every"], scratch=scratch, desc=job, freeze_norm=kind == "finetune")
 
 
@@ -324,7 +360,7 @@ def get(job):
     task, kind, opt = JOBS[job]
     module, source = build(job)
     name = f"06_{job}"
-    if RETRAIN:
+    if should_train(name):
         if opt.get("init"):
             module.load_state_dict(get(opt["init"])[0].state_dict())
         hist = train_job(job, module, source, *budget(task),
@@ -371,9 +407,10 @@ if cfg["tiny_steps"]:
 # %% [markdown]
 # ## 3. Strategy 2: an explicit task energy on the frozen prior, against IREM from scratch
 #
-# Test error (per-pixel MSE of y_K, K = 6) on held-out problems for every task; `observation` is the degraded
-# input itself, `prior only` runs the same iteration with the denoiser (and, for completion, the known
-# constraint) but no learned energy. For completion, `label kept` is the fraction of completions that notebook
+# Test error (per-pixel MSE of y_K, K = 6) on held-out problems for every task, mean over 3 training seeds with
+# the seed-level 95 % interval; `observation` is the degraded input itself, `prior only` runs the same iteration
+# with the denoiser (and, for completion, the known constraint) but no learned energy (neither is trained: the
+# trained arms are compared with them by whether their seed interval lies wholly below). For completion, `label kept` is the fraction of completions that notebook
 # 03's classifier assigns to the conditioning label.
 
 # %%
@@ -397,80 +434,170 @@ def label_kept(y):
     return (pred == t.x[:, 2:].flatten(2).amax(2).argmax(1)).float().mean().item()
 
 
-rows = []
+JOB_ERRORS = {}
+
+
+def job_error(task, job):
+    """Mean test MSE of trained model ``job`` on ``task`` (computed once per job and task)."""
+    if (task, job) not in JOB_ERRORS:
+        JOB_ERRORS[(task, job)] = test_errors(task, get(job)[1]).mean().item()
+    return JOB_ERRORS[(task, job)]
+
+
+def seed_values(job, task, metric=None):
+    """One number per training seed of ``job``: its mean test MSE (or ``metric(task, source)``)."""
+    if metric is None:
+        return [job_error(task, seed_job(job, k)) for k in SEEDS]
+    return [metric(task, get(seed_job(job, k))[1]) for k in SEEDS]
+
+
+def verdict_of(values_a, values_b, name_a, name_b):
+    """Seed-level verdict between two trained arms (Welch 95 % interval of the difference)."""
+    return stats.compare_arms(values_a, values_b, name_a, name_b)
+
+
+rows, s2_rows = [], []
+S2_ARMS = {"scratch (IREM)": "scratch", "hybrid (strategy 2)": "hybrid"}
 for task in (*at.IMAGE_TASKS, "signal"):
     t = DATA[task]["test"]
     obs = t.x[:, 0:1] if task in at.IMAGE_TASKS else t.x
-    sources = {"prior only": hybrid_source(task, None, 1.0), "scratch (IREM)": get(f"scratch_{task}")[1],
-               "hybrid (strategy 2)": get(f"hybrid_{task}")[1]}
-    errors = {"observation": tasks.mse(obs, t.y), **{m: test_errors(task, s) for m, s in sources.items()}}
-    for method, err in errors.items():
-        row = {"task": task, "method": method, "test_mse": err.mean().item(),
-               "sem": (err.std() / np.sqrt(len(err))).item()}
+    fixed = {"observation": tasks.mse(obs, t.y), "prior only": test_errors(task, hybrid_source(task, None, 1.0))}
+    for method, err in fixed.items():
+        row = {"task": task, "method": method, "test_mse": err.mean().item(), "seed_ci": "no training",
+               "sem_over_problems": (err.std() / np.sqrt(len(err))).item()}
         if task == "completion":
-            row["label_kept"] = label_kept(obs if method == "observation" else run_unroll(task, sources[method]))
+            row["label_kept"] = label_kept(obs if method == "observation" else run_unroll(task, hybrid_source(task, None, 1.0)))
         rows.append(row)
+    per_seed = {}
+    for method, arm in S2_ARMS.items():
+        per_seed[arm] = seed_values(f"{arm}_{task}", task)
+        iv = stats.seed_interval(per_seed[arm])
+        row = {"task": task, "method": method, "test_mse": iv.mean, "seed_ci": str(iv), "sem_over_problems": float("nan")}
+        if task == "completion":
+            row["label_kept"] = float(np.mean(seed_values(f"{arm}_{task}", task,
+                                                          lambda tk, src: label_kept(run_unroll(tk, src)))))
+        rows.append(row)
+    c = verdict_of(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
+    s2_rows.append({"task": task, "comparison": "hybrid vs scratch (IREM)", "difference (hybrid − other)": c.difference.mean,
+                    "ci_low": c.difference.low, "ci_high": c.difference.high, "verdict": c.verdict})
+    for base in ("prior only", "observation"):
+        ref = fixed[base].mean().item()
+        iv = stats.seed_interval(per_seed["hybrid"])
+        v = stats.compare_to_reference(per_seed["hybrid"], ref)
+        s2_rows.append({"task": task, "comparison": f"hybrid vs {base}", "difference (hybrid − other)": iv.mean - ref,
+                        "ci_low": iv.low - ref, "ci_high": iv.high - ref,
+                        "verdict": {"better": "hybrid better", "worse": f"{base} better"}.get(v, v)})
 table_s2 = pd.DataFrame(rows)
 report.table("strategy2_vs_scratch", table_s2)
+s2_verdicts = pd.DataFrame(s2_rows)
+report.table("strategy2_verdicts", s2_verdicts)
 pivot = table_s2.pivot(index="task", columns="method", values="test_mse")
 for task in pivot.index:
     report.check(f"hybrid improves on its observation ({task})", pivot.loc[task, "hybrid (strategy 2)"],
                  pivot.loc[task, "observation"], "<")
-table_s2
+if PROFILE == "full":   # pre-registered before the 3-seed run: the learned energy must add to the prior alone
+    for r in s2_verdicts[s2_verdicts.comparison == "hybrid vs prior only"].itertuples():
+        report.check(f"seed level: hybrid below prior only ({r.task}) (CI high of hybrid − prior only)", r.ci_high, 0.0, "<")
+display(table_s2)
+s2_verdicts
 
 # %% [markdown]
-# ### Training speed
+# ### Budgets, and training speed
 #
-# Validation error during training (the same validation problems for both). The target is the error the
-# from-scratch model reaches at the end of its budget; the table gives the step and the training wall time
-# (validation excluded; hardware in the results JSON) at which each model first reaches it.
+# Both arms get the same data, steps, batch and unroll; the hybrid also pays the frozen denoiser's forward pass
+# (and a backward pass through it) at every unrolled step, so its steps cost more wall time. The table states
+# what each arm got (wall time: mean over seeds, training only, hardware in the results JSON).
+#
+# Speed is measured without the circularity of "steps to the scratch model's final error" (which scratch reaches
+# at its last step by construction): the target is 1.1 × the better arm's final validation error (seed means), a
+# level both arms should reach; per seed, the step and wall time at which each arm first reaches it, and the
+# **mean validation error over training** (area under the validation curve per step, `adaptation.curve_mean`),
+# compared at seed level.
 
 # %%
-rows = []
+budget_rows = []
+for task in (*at.IMAGE_TASKS, "signal"):
+    steps, batch = budget(task)
+    for arm in ("hybrid", "scratch"):
+        budget_rows.append({"task": task, "arm": arm, "seeds": len(SEEDS), "steps": steps, "batch": batch,
+                            "examples_seen": steps * batch, "training_pairs": 5000, "unrolled_steps": TRAIN["unroll"],
+                            "denoiser_forward_backward_per_step": TRAIN["unroll"] * batch if arm == "hybrid" else 0,
+                            "energy_gradients_per_step": TRAIN["unroll"] * batch,
+                            "train_wall_s_mean": float(np.mean([TRAIN_LOG[seed_job(f"{arm}_{task}", k)]["wall_time_s"] for k in SEEDS]))})
+budgets = pd.DataFrame(budget_rows)
+report.table("strategy2_budgets", budgets)
+display(budgets)
+
+rows, speed_verdicts = [], []
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
 for ax, task in zip(axes, (*at.IMAGE_TASKS, "signal")):
-    target = TRAIN_LOG[f"scratch_{task}"]["curve"][-1][1]
-    for method in ("hybrid", "scratch"):
-        curve = TRAIN_LOG[f"{method}_{task}"]["curve"]
-        step, wall = ad.steps_to_target(curve, target)
-        rows.append({"task": task, "method": method, "final_val_mse": curve[-1][1], "target": target,
-                     "steps_to_target": step, "wall_s_to_target": wall,
-                     "wall_s_total": TRAIN_LOG[f"{method}_{task}"]["wall_time_s"]})
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], "o-", ms=3, label=method)
+    curves = {arm: [TRAIN_LOG[seed_job(f"{arm}_{task}", k)]["curve"] for k in SEEDS] for arm in ("hybrid", "scratch")}
+    target = 1.1 * min(np.mean([c[-1][1] for c in cs]) for cs in curves.values())
+    areas = {}
+    for arm, cs in curves.items():
+        reached = [ad.steps_to_target(c, target) for c in cs]
+        areas[arm] = [ad.curve_mean(c) for c in cs]
+        hit = [r for r in reached if r[0] is not None]
+        rows.append({"task": task, "arm": arm, "final_val_mse": str(stats.seed_interval([c[-1][1] for c in cs])),
+                     "target": target, "seeds_reaching_target": f"{len(hit)}/{len(cs)}",
+                     "steps_to_target": np.mean([r[0] for r in hit]) if hit else float("nan"),
+                     "wall_s_to_target": np.mean([r[1] for r in hit]) if hit else float("nan"),
+                     "mean_val_mse_over_training": str(stats.seed_interval(areas[arm]))})
+        steps_ = np.array([p[0] for p in cs[0]])
+        errs = np.array([[p[1] for p in c] for c in cs])
+        line, = ax.plot(steps_, errs.mean(0), "o-", ms=3, label=f"{arm} (mean of {len(cs)} seeds)")
+        ax.fill_between(steps_, errs.min(0), errs.max(0), color=line.get_color(), alpha=0.2)
+    c = verdict_of(areas["scratch"], areas["hybrid"], "scratch", "hybrid")
+    speed_verdicts.append({"task": task, "measure": "mean validation MSE over training", "verdict": c.verdict,
+                           "hybrid − scratch": c.difference.mean, "ci_low": c.difference.low, "ci_high": c.difference.high})
     ax.axhline(target, color="gray", ls=":", lw=1)
     ax.set(title=task, xlabel="training step", yscale="log")
 axes[0].set_ylabel("validation MSE")
-axes[0].legend()
+axes[0].legend(fontsize=7)
 fig.tight_layout()
 report.save_figure(fig, "06_training_curves", "Validation MSE during training: hybrid (frozen denoiser + learned "
-                   "task energy) vs the same energy trained from scratch (IREM), same budget; dotted: the "
-                   "scratch model's final error. Full profile, CPU.")
+                   "task energy) vs the same energy trained from scratch (IREM), same budget; mean over training "
+                   "seeds, band: min to max; dotted: the speed target, 1.1 x the better final error. Full profile, CPU.")
 table_speed = pd.DataFrame(rows)
 report.table("training_speed", table_speed)
-table_speed
+speed_verdicts = pd.DataFrame(speed_verdicts)
+report.table("training_speed_verdicts", speed_verdicts)
+display(table_speed)
+speed_verdicts
 
 # %% [markdown]
 # ## 4. Data efficiency: error vs number of task pairs
 #
-# Hybrid and scratch models trained on the first 50, 200, 1,000 or all 5,000 pairs (same steps, so small sets
-# are seen many times), for deblurring and for the 1-D signal task.
+# Hybrid and scratch models trained on the first 50, 200, 1,000 or all 5,000 pairs, for deblurring and for the
+# 1-D signal task, 3 seeds each. Every size gets the same number of steps (200 × 24 images, 600 × 64 signals),
+# so small sets are seen many times and the large ones about once: at this budget training is step-limited, and
+# the comparison is "equal steps", not "each size trained to convergence with early stopping" (not run here).
+# Error bars: seed-level 95 % intervals.
 
 # %%
-rows = []
+rows, de_verdicts = [], []
 for task in ("deblur", "signal"):
     for n in TRAIN["sizes"]:
+        per_seed = {}
         for method in ("hybrid", "scratch"):
             job = f"{method}_{task}" + ("" if n == TRAIN["sizes"][-1] else f"_n{n}")
-            err = test_errors(task, get(job)[1])
-            rows.append({"task": task, "n_pairs": n, "method": method, "test_mse": err.mean().item(),
-                         "sem": (err.std() / np.sqrt(len(err))).item()})
+            per_seed[method] = seed_values(job, task)
+            iv = stats.seed_interval(per_seed[method])
+            rows.append({"task": task, "n_pairs": n, "method": method, "test_mse": iv.mean,
+                         "ci_half": (iv.high - iv.low) / 2, "per_seed": per_seed[method]})
+        c = verdict_of(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
+        de_verdicts.append({"task": task, "n_pairs": n, "scratch / hybrid": c.a.mean / c.b.mean,
+                            "hybrid − scratch": c.difference.mean, "ci_low": c.difference.low,
+                            "ci_high": c.difference.high, "verdict": c.verdict})
 table_data = pd.DataFrame(rows)
 report.table("data_efficiency", table_data)
+de_verdicts = pd.DataFrame(de_verdicts)
+report.table("data_efficiency_verdicts", de_verdicts)
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 for ax, task in zip(axes, ("deblur", "signal")):
     for method in ("hybrid", "scratch"):
         d = table_data[(table_data.task == task) & (table_data.method == method)]
-        ax.errorbar(d.n_pairs, d.test_mse, yerr=d["sem"], marker="o", capsize=3, label=method)
+        ax.errorbar(d.n_pairs, d.test_mse, yerr=d.ci_half.fillna(0), marker="o", capsize=3, label=method)
     obs = pivot.loc[task, "observation"]
     ax.axhline(obs, color="gray", ls=":", lw=1, label="observation")
     ax.set(xscale="log", yscale="log", title=task, xlabel="training pairs", ylabel="test MSE")
@@ -478,10 +605,9 @@ axes[0].legend()
 fig.tight_layout()
 report.save_figure(fig, "06_data_efficiency", "Test MSE against the number of task pairs: hybrid (frozen "
                    "denoiser + learned task energy) vs IREM from scratch, same network and 200 (images) / 600 "
-                   "(signals) training steps. Full profile, CPU.")
+                   "(signals) training steps; mean over training seeds with 95% seed intervals. Full profile, CPU.")
 dpiv = table_data.pivot_table(index=["task", "n_pairs"], columns="method", values="test_mse")
-dpiv["scratch / hybrid"] = dpiv["scratch"] / dpiv["hybrid"]
-dpiv
+de_verdicts
 
 # %% [markdown]
 # ## 5. Curriculum, gradient-norm balancing and multi-scale training (deblurring, all pairs)
@@ -490,20 +616,34 @@ dpiv
 # β: 0.9 → 0.3 over training, evaluated with its final weights) is compared with its end point held fixed
 # (α = 0.7, β = 0.3); the seed's balancing sets per-problem weights from the two gradient norms at every step
 # (training and test); multi-scale training starts the unrolls at σ₀ = 0.4, 0.2, 0.1, 0.05 in four quarters
-# of the budget, against σ₀ = 0.4 throughout. All are tested from σ₀ = 0.4.
+# of the budget, against σ₀ = 0.4 throughout. All are tested from σ₀ = 0.4; 3 seeds each.
 
 # %%
 variants = {"fixed α=β=1, σ₀=0.4 (section 3)": "hybrid_deblur", "curriculum (0.1,0.9)→(0.7,0.3)": "hybrid_deblur_curriculum",
             "fixed (0.7, 0.3)": "hybrid_deblur_fixed_end", "gradient-norm balancing": "hybrid_deblur_gradnorm",
             "multi-scale σ₀ 0.4→0.05": "hybrid_deblur_multiscale"}
-rows = []
+rows, curr_values = [], {}
 for label, job in variants.items():
-    err = test_errors("deblur", get(job)[1])
-    rows.append({"variant": label, "test_mse": err.mean().item(), "sem": (err.std() / np.sqrt(len(err))).item(),
-                 "final_val_mse (from its last training σ₀)": TRAIN_LOG[job]["curve"][-1][1]})
+    curr_values[label] = seed_values(job, "deblur")
+    iv = stats.seed_interval(curr_values[label])
+    rows.append({"variant": label, "test_mse": iv.mean, "seed_ci": str(iv),
+                 "final_val_mse (from its last training σ₀)": float(np.mean(
+                     [TRAIN_LOG[seed_job(job, k)]["curve"][-1][1] for k in SEEDS]))})
 table_curr = pd.DataFrame(rows)
 report.table("curriculum_balancing_multiscale", table_curr)
-table_curr
+CURR_PAIRS = [("fixed (0.7, 0.3)", "curriculum (0.1,0.9)→(0.7,0.3)"),
+              ("fixed α=β=1, σ₀=0.4 (section 3)", "gradient-norm balancing"),
+              ("fixed α=β=1, σ₀=0.4 (section 3)", "multi-scale σ₀ 0.4→0.05"),
+              ("fixed α=β=1, σ₀=0.4 (section 3)", "fixed (0.7, 0.3)")]
+curr_verdicts = []
+for a, b in CURR_PAIRS:
+    c = verdict_of(curr_values[a], curr_values[b], a, b)
+    curr_verdicts.append({"variant": b, "against": a, "difference (variant − against)": c.difference.mean,
+                          "ci_low": c.difference.low, "ci_high": c.difference.high, "verdict": c.verdict})
+curr_verdicts = pd.DataFrame(curr_verdicts)
+report.table("curriculum_verdicts", curr_verdicts)
+display(table_curr)
+curr_verdicts
 
 # %% [markdown]
 # ## 6. Strategy 1: modular conditioning, and what the seed's additive modulation costs
@@ -511,30 +651,57 @@ table_curr
 # D_a(y, x) = D(y) + m(x, y) with the frozen denoiser D. The seed's m = M(x) does not depend on y, so
 # D_a(a y, x) − a D_a(y, x) = (1 − a) M(x): the adapted denoiser is no longer scale-equivariant (and its residual
 # no longer vanishes where D's does). The equivariant modulation m = G(x) ⊙ B(y, D(y)) with a bias-free B keeps
-# D_a(a y, x) = a D_a(y, x). Both are trained with the same budget through the same unroll.
+# D_a(a y, x) = a D_a(y, x). The additive one sees only x and has fewer parameters, so a lower error of the
+# equivariant one could come from seeing y rather than from equivariance: the **biased** control has the same
+# inputs and layers as the equivariant one, with biases in B (65 more parameters), and is not equivariant.
+# All three are trained with the same budget through the same unroll, 3 seeds each. Equivariance is measured at
+# three scale factors drawn from U(0.3, 3) (not powers of two, which are exact in floating point), on 256 noisy
+# inputs, for every seed's model.
 
 # %%
-rows = []
+# threshold: 1e-5 when tested at a = 0.5 and 2 (exact in floating point); at random a the frozen denoiser itself
+# shows up to 1.2e-5 (float32 rounding, measured in the smoke run), so the check now allows 1e-4, still three
+# orders of magnitude below the non-equivariant modulations (> 0.1)
+EQUIVARIANCE_TOL = 1e-4
+g_alpha = torch.Generator().manual_seed(SEED + 11)
+ALPHAS = tuple(round(a, 4) for a in torch.empty(3).uniform_(0.3, 3.0, generator=g_alpha).tolist())
+MOD_KINDS = ("additive", "biased", "equivariant")
+rows, s1_verdicts, s1_errors = [], [], {}
 for task in at.IMAGE_TASKS:
     t = DATA[task]["test"]
     y_probe = at.initial_iterate(t.x[:256], TRAIN["sigma0"], torch.Generator().manual_seed(SEED + 5))
-    for kind in ("additive", "equivariant"):
-        src = get(f"{kind}_{task}")[1]
-        eq = denoisers.scale_equivariance_error(lambda y: src.adapted(y, t.x[:256]), y_probe, alphas=(0.5, 2.0))
-        rows.append({"task": task, "modulation": kind, "test_mse": test_errors(task, src).mean().item(),
-                     "equivariance_error_a0.5": eq[0.5], "equivariance_error_a2": eq[2.0]})
-    base = denoisers.scale_equivariance_error(den, y_probe, alphas=(0.5, 2.0))
-    rows.append({"task": task, "modulation": "none (frozen denoiser)", "test_mse": float("nan"),
-                 "equivariance_error_a0.5": base[0.5], "equivariance_error_a2": base[2.0]})
+    for kind in MOD_KINDS:
+        eq_worst = []
+        for k in SEEDS:
+            src = get(seed_job(f"{kind}_{task}", k))[1]
+            eq = denoisers.scale_equivariance_error(lambda y: src.adapted(y, t.x[:256]), y_probe, alphas=ALPHAS)
+            eq_worst.append(max(eq.values()))
+        s1_errors[(task, kind)] = seed_values(f"{kind}_{task}", task)
+        iv = stats.seed_interval(s1_errors[(task, kind)])
+        rows.append({"task": task, "modulation": kind, "test_mse": iv.mean, "seed_ci": str(iv),
+                     "max_equivariance_error": max(eq_worst), "min_equivariance_error": min(eq_worst)})
+    base = denoisers.scale_equivariance_error(den, y_probe, alphas=ALPHAS)
+    rows.append({"task": task, "modulation": "none (frozen denoiser)", "test_mse": float("nan"), "seed_ci": "",
+                 "max_equivariance_error": max(base.values()), "min_equivariance_error": min(base.values())})
+    for a, b, what in (("biased", "equivariant", "equivariance (same inputs)"), ("additive", "biased", "seeing y"),
+                       ("additive", "equivariant", "the seed's modulation vs ours")):
+        c = verdict_of(s1_errors[(task, a)], s1_errors[(task, b)], a, b)
+        s1_verdicts.append({"task": task, "comparison": f"{b} vs {a}", "isolates": what,
+                            "difference (first − second)": c.difference.mean, "ci_low": c.difference.low,
+                            "ci_high": c.difference.high, "verdict": c.verdict})
 table_s1 = pd.DataFrame(rows)
 report.table("strategy1_modulation", table_s1)
+s1_verdicts = pd.DataFrame(s1_verdicts)
+report.table("strategy1_verdicts", s1_verdicts)
+report.value("strategy1_alphas", list(ALPHAS))
 for r in rows:
-    worst = max(r["equivariance_error_a0.5"], r["equivariance_error_a2"])
     if r["modulation"] == "equivariant":
-        report.check(f"equivariant modulation keeps D_a(ay) = a D_a(y) ({r['task']})", worst, 1e-5)
-    elif r["modulation"] == "additive":
-        report.check(f"the seed's additive modulation breaks scale equivariance ({r['task']})", worst, 1e-3, ">")
-table_s1
+        report.check(f"equivariant modulation keeps D_a(ay) = a D_a(y) at random a, every seed ({r['task']})",
+                     r["max_equivariance_error"], EQUIVARIANCE_TOL)
+    elif r["modulation"] in ("additive", "biased"):
+        report.value(f"{r['modulation']}_min_equivariance_error_{r['task']}", r["min_equivariance_error"])
+display(table_s1)
+s1_verdicts
 
 # %% [markdown]
 # ## 7. Strategy 3: progressive specialisation
@@ -554,28 +721,43 @@ def denoise_mse(model, sigma):
 
 
 rows = []
-for i, new in enumerate(ORDER):
-    for way in ("per-task adapters", "shared adapter", "fine-tuned denoiser"):
-        for old in ORDER[: i + 1]:
-            if way == "per-task adapters":
-                src = get(f"equivariant_{old}")[1]
-            elif way == "shared adapter":
-                src = get("equivariant_completion" if i == 0 else f"shared_{new}")[1]
-            else:
-                src = get(f"finetune_{new}")[1]
-            rows.append({"after_adding": new, "way": way, "task": old, "test_mse": test_errors(old, src).mean().item()})
-        prior = den if way != "fine-tuned denoiser" else get(f"finetune_{new}")[0]
-        for s in (0.1, 0.2):
-            rows.append({"after_adding": new, "way": way, "task": f"denoising σ={s}", "test_mse": denoise_mse(prior, s)})
+for k in SEEDS:
+    for i, new in enumerate(ORDER):
+        for way in ("per-task adapters", "shared adapter", "fine-tuned denoiser"):
+            for old in ORDER[: i + 1]:
+                if way == "per-task adapters":
+                    job = f"equivariant_{old}"
+                elif way == "shared adapter":
+                    job = "equivariant_completion" if i == 0 else f"shared_{new}"
+                else:
+                    job = f"finetune_{new}"
+                rows.append({"seed": k, "after_adding": new, "way": way, "task": old,
+                             "test_mse": job_error(old, seed_job(job, k))})
+            prior = den if way != "fine-tuned denoiser" else get(seed_job(f"finetune_{new}", k))[0]
+            for sig in (0.1, 0.2):
+                rows.append({"seed": k, "after_adding": new, "way": way, "task": f"denoising σ={sig}",
+                             "test_mse": denoise_mse(prior, sig)})
 table_s3 = pd.DataFrame(rows)
 report.table("strategy3_progressive", table_s3)
-first = table_s3[table_s3.after_adding == table_s3.task].set_index(["way", "task"]).test_mse
-last = table_s3[table_s3.after_adding == ORDER[-1]].set_index(["way", "task"]).test_mse
-forgetting = (last / first.reindex(last.index)).dropna().rename("error after all additions / right after learning")
-report.table("strategy3_forgetting", forgetting.reset_index())
-for task in ORDER[:-1]:
-    report.check(f"per-task adapters keep {task}'s error exactly", abs(forgetting[("per-task adapters", task)] - 1), 0.0, "<=")
-table_s3.pivot_table(index=["way", "task"], columns="after_adding", values="test_mse", sort=False)
+first = table_s3[table_s3.after_adding == table_s3.task].set_index(["way", "task", "seed"]).test_mse
+last = table_s3[table_s3.after_adding == ORDER[-1]].set_index(["way", "task", "seed"]).test_mse
+forgetting_per_seed = (last / first.reindex(last.index)).dropna().rename("error after all additions / right after learning")
+report.table("strategy3_forgetting", forgetting_per_seed.reset_index())
+forgetting = forgetting_per_seed.groupby(level=["way", "task"], sort=False).mean()
+# per-task adapters keep earlier errors by construction (each task's adapter is never trained again): shown, not
+# asserted. What can fail is the cost of the other two ways, measured after training on the later tasks.
+report.value("forgetting", {f"{w} / {t}": v for (w, t), v in forgetting.items()})
+forget_rows = []
+for way in ("shared adapter", "fine-tuned denoiser"):
+    for task in ORDER[:-1]:
+        ratios = forgetting_per_seed.loc[(way, task)].to_numpy()
+        v = stats.compare_to_reference(ratios, 1.0)
+        forget_rows.append({"way": way, "task": task, "ratio": str(stats.seed_interval(ratios)),
+                            "verdict": {"worse": "forgets", "better": "improves"}.get(v, v)})
+forgetting_verdicts = pd.DataFrame(forget_rows)
+report.table("strategy3_forgetting_verdicts", forgetting_verdicts)
+display(forgetting_verdicts)
+table_s3.pivot_table(index=["way", "task"], columns="after_adding", values="test_mse", sort=False)  # mean over seeds
 
 # %% [markdown]
 # ## 8. Adaptive computation: iterations spent against difficulty
@@ -644,36 +826,42 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 # %% [markdown]
 # ## 9. What held
 #
-# The verdicts below are computed from the tables above (a difference counts when it exceeds 5% of the error
-# and two standard errors), so they are the measurement's, not the seed's. In the committed full run (500 test
-# problems, 256 in section 8; 2 CPU threads; numbers rounded):
+# The verdicts below are computed from the tables above: a comparison between trained arms is called only when
+# the seed-level 95 % interval of the difference excludes zero (3 training seeds per arm), so they are the
+# measurement's, not the seed's. Committed full run: 500 test problems (256 in section 8), 2 CPU threads,
+# evaluation 6 min; 115 models, 1–2 min of one thread each (seeds 1–2 trained with two trainings sharing the
+# CPU, so their wall times are ~1.5× those of seed 0). Numbers rounded.
 #
-# - **Signs.** Held after correction: the corrected update is −σ²∇E to 1e-16 and lowers the exact energy for
-#   every problem at h = 0.001, 0.05 and 0.2; the seed's signs raise it for every problem.
-# - **Strategy 2 vs IREM from scratch (same network, data and 200 steps).** Mostly *not* held on images:
-#   completion 0.0383 vs 0.0397, deblurring 0.00720 vs 0.00723, super-resolution 0.0280 vs 0.0288 (1–4%, inside
-#   our 5% bar); held on the 1-D signals, 0.00019 vs 0.00039 (2×). The prior does help the class-conditional
-#   part: completions keep their label 73% of the time vs 68% from scratch (62% for the observation).
-# - **Training speed.** Held in steps, mixed in wall time: the hybrid reaches the scratch model's final
-#   validation error after 100 / 175 / 150 / 50 steps (completion / deblur / superres / signal) instead of
-#   199 / 199 / 199 / 575, but each of its steps costs ~1.8× (the denoiser's forward and backward passes), so on
-#   this CPU it gets there sooner only for completion (43 vs 46 s) and signals (0.6 vs 5.5 s), later for
-#   deblurring (67 vs 41 s) and super-resolution (55 vs 41 s).
-# - **Data efficiency.** Held with few pairs: deblurring with 50 pairs 0.0070 vs 0.0082 (and 0.0076 vs 0.0095 at
-#   1,000), equal with all 5,000; on signals the hybrid is 1.8–2.0× better at every size (50 to 5,000 pairs).
-# - **Curriculum, balancing, multi-scale.** Not held: the seed's curriculum (0.0104) is worse than its own end
-#   point held fixed (0.0092), both worse than α = β = 1 (0.0072); gradient-norm balancing is worse (0.0100);
-#   multi-scale training is on a par at test time (0.00722 vs 0.00720; its validation curve was measured from
-#   its last stage's σ₀ = 0.05, not comparable).
-# - **Strategy 1.** The seed's additive modulation breaks scale equivariance (largest relative error over 256
-#   noisy inputs 18–46% for a = 2, 35–92% for a = 0.5); the equivariant modulation keeps it to float precision *and* has lower error on every task
-#   (completion 0.0366 vs 0.0407, deblurring 0.0047 vs 0.0151, super-resolution 0.0222 vs 0.0353), also below
-#   strategy 2.
-# - **Strategy 3.** Held for per-task adapters (earlier errors unchanged, ×1.000, by construction and
-#   measured); one shared adapter forgets (completion ×1.6, deblurring ×2.8 after the later tasks), and
-#   fine-tuning the denoiser (at a tenth of the learning rate) forgets (completion ×1.6, deblurring ×1.07) and
-#   loses the prior (its denoising MSE at σ = 0.1 rises from 0.0013 to 0.011 after the first task and 0.042
-#   after all three).
+# - **Signs.** Held after correction: the corrected update equals −σ² times a central finite difference of the
+#   exact energy to 1e-10 and lowers it for every problem at h = 0.001, 0.05 and 0.2; the seed's signs give
+#   +σ²∇E (finite-difference error 2) and raise it for every problem.
+# - **Strategy 2 vs IREM from scratch (same network, data, 200 steps of 24; the hybrid also pays 144 denoiser
+#   forward/backward passes per step, ≈ 2× the wall time).** *No measurable difference* on the three image tasks
+#   (completion 0.0385 vs 0.0394, deblurring 0.0069 vs 0.0075, super-resolution 0.0275 vs 0.0282; intervals of the
+#   difference include 0); the hybrid is better on the 1-D signals (0.00019 vs 0.00039, 2×). On every task the
+#   learned energy adds to the prior alone (e.g. deblurring 0.0069 vs 0.035). The prior helps the
+#   class-conditional part: completions keep their label 71 % of the time vs 68 % from scratch (62 % observed).
+# - **Training speed.** Held per step, not per second: the mean validation error over training is lower for the
+#   hybrid on completion, deblurring and signals (no measurable difference on super-resolution), and the hybrid
+#   reaches the target (1.1 × the better final error) in 67 / 108 / 92 / 308 steps on completion / deblur /
+#   superres / signal vs 125 / 150 (1 of 3 seeds) / 125 / never for scratch; but each of its steps costs ~2× on
+#   this CPU, so in wall time it gets there no sooner on images (41 vs 39 s completion, 41 vs 35 s superres).
+# - **Data efficiency.** *Not measurable on deblurring* at any size (50 to 5,000 pairs; scratch/hybrid 1.09–1.19,
+#   every interval includes 0): the earlier one-seed "15 % better with 50 pairs" was within seed noise. Held on the
+#   1-D signals at every size (1.8–2.0×). Training is step-limited at this budget (same steps for every size).
+# - **Curriculum, balancing, multi-scale.** Not held: the seed's curriculum (0.0101) is worse than its own end
+#   point held fixed (0.0087), which is worse than α = β = 1 (0.0069); gradient-norm balancing is worse (0.0104);
+#   multi-scale training shows no measurable difference (0.0076).
+# - **Strategy 1.** The seed's additive modulation breaks scale equivariance (relative error 0.23–0.61 at random
+#   scales); the equivariant modulation keeps it to float precision (≤ 2e-6) and beats the additive one on every
+#   task (completion 0.0363 vs 0.0408, deblurring 0.0050 vs 0.0144, super-resolution 0.0220 vs 0.0350). But the
+#   **biased control** — same inputs and layers, not equivariant — is as good or better (0.0346, *0.0033*, 0.0223;
+#   better than the equivariant one on deblurring, no measurable difference on the other two): the gain over the
+#   seed's modulation comes from letting the modulation see y and D(y), not from equivariance.
+# - **Strategy 3.** Per-task adapters keep every earlier error (×1.000, by construction). One shared adapter
+#   forgets (completion ×1.8, deblurring ×2.9 after the later tasks), and fine-tuning the denoiser (at a tenth of
+#   the learning rate) forgets (completion ×1.57, deblurring ×1.07; each interval above 1) and loses the prior:
+#   its denoising MSE at σ = 0.1 rises from 0.0013 to 0.012 after the first task and 0.039 after all three.
 # - **Adaptive computation.** Held weakly: with fewer observed rows (20 → 8) every stopping rule spends more
 #   iterations, but the scratch energy's count barely moves (5.6 → 6.3 with the σ̂ rule, 9.8 → 10.2 with IREM's
 #   |ΔE| rule), and the hybrid, which keeps moving for 16 → 26 iterations, ends *worse* than at its trained K = 6
@@ -681,52 +869,32 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 #   with the denoiser sampler's own schedule fails outright: the step ramp h_t → 1 exceeds the step the learned
 #   energy is stable for (it was trained at h = 0.5), and noise injection calibrated on σ̂ = ‖d‖/√N — which now
 #   includes the task gradient, not only the denoiser's residual — amplifies it; every chain diverges.
+#   (Section 8 uses the seed-0 models.)
 
 # %%
-def better(a, b, sem_a=0.0, sem_b=0.0):
-    """a clearly below b: by more than 5% and by more than two standard errors."""
-    return bool(a < 0.95 * b and b - a > 2 * np.hypot(sem_a, sem_b))
+def verdicts_of(table, key="task", where=None):
+    t = table if where is None else table[where(table)]
+    return {str(k): v for k, v in zip(t[key], t["verdict"])}
 
 
-s2 = table_s2.set_index(["task", "method"])
 verdicts = {
-    "corrected hybrid signs descend the exact energy; the seed's climb it": bool(
-        table_signs[table_signs.signs == "corrected"]["E decreased, h=0.001"].min() == 1.0
-        and table_signs[table_signs.signs == "seed"]["E decreased, h=0.001"].max() == 0.0),
-    "strategy 2 beats IREM from scratch at equal budget (test MSE)": {
-        task: better(s2.loc[(task, "hybrid (strategy 2)"), "test_mse"], s2.loc[(task, "scratch (IREM)"), "test_mse"],
-                     s2.loc[(task, "hybrid (strategy 2)"), "sem"], s2.loc[(task, "scratch (IREM)"), "sem"])
-        for task in pivot.index},
-    "the learned task energy adds to the prior alone": {
-        task: better(s2.loc[(task, "hybrid (strategy 2)"), "test_mse"], s2.loc[(task, "prior only"), "test_mse"])
-        for task in pivot.index},
-    "faster training: hybrid reaches the scratch model's final error in fewer steps": {
-        r.task: bool(not pd.isna(r.steps_to_target)
-                     and r.steps_to_target < table_speed.set_index(["task", "method"]).loc[(r.task, "scratch"), "steps_to_target"])
-        for r in table_speed[table_speed.method == "hybrid"].itertuples()},
-    "faster training in wall time: hybrid reaches that error sooner on this CPU": {
-        r.task: bool(not pd.isna(r.wall_s_to_target)
-                     and r.wall_s_to_target < table_speed.set_index(["task", "method"]).loc[(r.task, "scratch"), "wall_s_to_target"])
-        for r in table_speed[table_speed.method == "hybrid"].itertuples()},
-    "data efficiency: hybrid better than scratch with 50 pairs": {
-        task: better(dpiv.loc[(task, TRAIN["sizes"][0]), "hybrid"], dpiv.loc[(task, TRAIN["sizes"][0]), "scratch"])
-        for task in ("deblur", "signal")},
-    "hybrid's advantage shrinks as pairs grow (scratch/hybrid ratio at 50 > at all)": {
-        task: bool(dpiv.loc[(task, TRAIN["sizes"][0]), "scratch / hybrid"] > dpiv.loc[(task, TRAIN["sizes"][-1]), "scratch / hybrid"])
-        for task in ("deblur", "signal")},
-    "curriculum beats its fixed end point": better(*table_curr.set_index("variant").loc[
-        ["curriculum (0.1,0.9)→(0.7,0.3)", "fixed (0.7, 0.3)"], "test_mse"].tolist()),
-    "gradient-norm balancing beats fixed α=β=1": better(*table_curr.set_index("variant").loc[
-        ["gradient-norm balancing", "fixed α=β=1, σ₀=0.4 (section 3)"], "test_mse"].tolist()),
-    "multi-scale training beats a fixed start noise": better(*table_curr.set_index("variant").loc[
-        ["multi-scale σ₀ 0.4→0.05", "fixed α=β=1, σ₀=0.4 (section 3)"], "test_mse"].tolist()),
-    "equivariant modulation matches or beats the seed's additive one (test MSE within 5%)": {
-        task: bool(table_s1[(table_s1.task == task) & (table_s1.modulation == "equivariant")].test_mse.item()
-                   <= 1.05 * table_s1[(table_s1.task == task) & (table_s1.modulation == "additive")].test_mse.item())
-        for task in at.IMAGE_TASKS},
-    "forgetting: an earlier task ends >10% worse after the later additions (per-task adapters: measured ×1.000 above)": {
-        way: bool(max(forgetting[way].drop(ORDER[-1], errors="ignore").filter(items=ORDER).values) > 1.10)
-        for way in ("shared adapter", "fine-tuned denoiser")},
+    "corrected hybrid update is −σ²∇E of the exact energy (finite differences) and descends it": bool(
+        table_signs[table_signs.signs == "corrected"]["max |d + σ²∇E_fd| / |σ²∇E_fd|"].max() < 1e-6
+        and table_signs[table_signs.signs == "corrected"]["E decreased, h=0.001"].min() == 1.0),
+    "strategy 2 vs IREM from scratch at equal budget (test MSE, seed level)":
+        verdicts_of(s2_verdicts, where=lambda t: t.comparison == "hybrid vs scratch (IREM)"),
+    "the learned task energy adds to the prior alone (seed level)":
+        verdicts_of(s2_verdicts, where=lambda t: t.comparison == "hybrid vs prior only"),
+    "faster training: mean validation error over training (seed level)": verdicts_of(speed_verdicts),
+    "data efficiency: hybrid vs scratch at each size (seed level)": {
+        f"{r.task} n={r.n_pairs}": r.verdict for r in de_verdicts.itertuples()},
+    "strategy 1: equivariance itself (equivariant vs biased, same inputs)":
+        verdicts_of(s1_verdicts, where=lambda t: t.isolates == "equivariance (same inputs)"),
+    "strategy 1: seeing y (biased vs the seed's additive)": verdicts_of(s1_verdicts, where=lambda t: t.isolates == "seeing y"),
+    "curriculum, balancing, multi-scale (deblurring, seed level)": {
+        f"{r.variant} vs {r.against}": r.verdict for r in curr_verdicts.itertuples()},
+    "forgetting after the later additions (error ratio vs 1, seed level)": {
+        f"{r.way}: {r.task}": r.verdict for r in forgetting_verdicts.itertuples()},
     "adaptive computation: fewer observed rows → strictly more iterations, most chains stopping before max_iter": {
         rule: bool(np.all(np.diff(d.sort_values("observed_rows", ascending=False).mean_iterations.values) > 0)
                    and d.hit_max_iter.max() < 0.5 and d.diverged.max() < 0.5)
