@@ -274,7 +274,8 @@ plt.show()
 
 # %%
 # Not compared by nbval: adaptive stopping makes the iteration counts discrete functions of float values, so they
-# move by a step or two between CPUs (mean 13.285 here, 13.289 on the CI machine). The verdict cell below is compared.
+# move by a step or two between CPUs (seen for an earlier IREM model: mean 13.285 here, 13.289 on the CI machine).
+# The verdict cell below is compared.
 cross = []
 for name, (E, meta) in energies.items():
     task = TASKS[name]
