@@ -750,7 +750,7 @@ report.value("forgetting", {f"{w} / {t}": v for (w, t), v in forgetting.items()}
 forget_rows = []
 for way in ("shared adapter", "fine-tuned denoiser"):
     for task in ORDER[:-1]:
-        ratios = forgetting_per_seed.loc[(way, task)].to_numpy()
+        ratios = forgetting_per_seed.xs((way, task), level=["way", "task"]).to_numpy()
         v = stats.compare_to_reference(ratios, 1.0)
         forget_rows.append({"way": way, "task": task, "ratio": str(stats.seed_interval(ratios)),
                             "verdict": {"worse": "forgets", "better": "improves"}.get(v, v)})
