@@ -75,6 +75,24 @@ def has_checkpoint(name: str, profile: str = "full") -> bool:
     return (checkpoint_dir(profile) / f"{name}.pt").exists()
 
 
+RETRAIN_CHOICES = (False, True, "missing")
+
+
+def check_retrain(retrain):
+    """Return a notebook's ``RETRAIN`` parameter, or raise if it is not one of :data:`RETRAIN_CHOICES`."""
+    if retrain not in RETRAIN_CHOICES:
+        raise ValueError(f"RETRAIN must be one of {RETRAIN_CHOICES}, got {retrain!r}")
+    return retrain
+
+
+def should_train(name: str, retrain) -> bool:
+    """A notebook's ``RETRAIN`` parameter applied to one model: False loads the committed full-profile weights,
+    True trains, ``"missing"`` trains only when ``name`` has no committed full-profile checkpoint (the same
+    weights as a full retraining when each model is seeded on its own)."""
+    check_retrain(retrain)
+    return retrain is True or (retrain == "missing" and not has_checkpoint(name, "full"))
+
+
 def verify_manifest() -> list[str]:
     """Return a list of problems (missing files, checksum mismatches, unlisted checkpoints); empty when all is well."""
     problems = []

@@ -124,3 +124,17 @@ class HybridSource:
         d, x_hat, e = self.direction(x, y)
         d = constrain_direction(d.detach(), y, self.operator, self.measurement, idx)
         return Evaluation(d, e.detach(), x_hat.detach())
+
+
+def central_difference_gradient(energy: Callable, y: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """∇E by central differences, coordinate by coordinate, without autograd (to check an update such as
+    d = −σ²∇E independently of the code that computes it):  ∂E/∂y_i ≈ (E(y + ε e_i) − E(y − ε e_i)) / 2ε.
+
+    ``energy`` maps a batch [B, D] to [B]; use float64 (the truncation error is O(ε²), the rounding error
+    O(u/ε)). One pair of energy calls per coordinate: meant for small D."""
+    if y.ndim != 2:
+        raise ValueError(f"central_difference_gradient expects a batch of vectors [B, D], got shape {tuple(y.shape)}")
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    steps = torch.eye(y.shape[1], dtype=y.dtype, device=y.device) * eps
+    return torch.stack([(energy(y + e) - energy(y - e)) / (2 * eps) for e in steps], dim=1)

@@ -11,6 +11,7 @@ import torch
 from energy_utils import adaptation as ad
 from energy_utils import adaptation_tasks as at
 from energy_utils import denoisers, stats
+from energy_utils.hybrid import central_difference_gradient
 from energy_utils.networks import DenoiserCNN
 from test_hybrid import setup
 
@@ -19,8 +20,7 @@ def finite_difference_error(seed_signs):
     """max |d + σ²∇E_fd| / |σ²∇E_fd| with ∇E_fd by central differences (notebook 06, section 1)."""
     src, energy, y, sigma2 = setup(seed_signs)
     d = src.direction(src.x, y)[0]
-    eye = torch.eye(y.shape[1], dtype=y.dtype) * 1e-5
-    grad_fd = torch.stack([(energy(y + e) - energy(y - e)) / 2e-5 for e in eye], dim=1)
+    grad_fd = central_difference_gradient(energy, y)
     return float(((d + sigma2 * grad_fd).norm(dim=1) / (sigma2 * grad_fd).norm(dim=1)).max())
 
 

@@ -132,6 +132,16 @@ def test_checkpoint_roundtrip_and_missing(monkeypatch):
         checkpoints.load_checkpoint("unit_test_linear", "smoke")
 
 
+def test_should_train_applies_retrain_to_one_model():
+    committed, absent = "04_addition_irem_s0", "no_such_model_for_the_test"
+    assert checkpoints.has_checkpoint(committed, "full") and not checkpoints.has_checkpoint(absent, "full")
+    assert not checkpoints.should_train(committed, False) and not checkpoints.should_train(absent, False)
+    assert checkpoints.should_train(committed, True) and checkpoints.should_train(absent, True)
+    assert not checkpoints.should_train(committed, "missing") and checkpoints.should_train(absent, "missing")
+    with pytest.raises(ValueError, match="RETRAIN must be one of"):
+        checkpoints.should_train(committed, "yes")
+
+
 def test_fit_learns_resumes_and_guards_divergence(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(256, 2)

@@ -1,9 +1,10 @@
 """The corrected hybrid update descends the hybrid energy; the seed's signs climb it."""
+import pytest
 import torch
 
 from energy_utils import engine
 from energy_utils.densities import random_mixture
-from energy_utils.hybrid import HybridSource
+from energy_utils.hybrid import HybridSource, central_difference_gradient
 
 
 def setup(seed_signs):
@@ -39,3 +40,15 @@ def test_hybrid_source_runs_in_the_engine():
     src, energy, y, _ = setup(False)
     res = engine.iterate(src, y, engine.FixedSchedule(50, h=0.2), disable=True)
     assert (energy(res.y) < energy(y)).float().mean() > 0.95
+
+
+def test_central_difference_gradient_matches_autograd_and_rejects_bad_input():
+    src, energy, y, _ = setup(False)
+    yg = y.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(energy(yg).sum(), yg)
+    fd = central_difference_gradient(energy, y)
+    assert torch.allclose(fd, grad, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="batch of vectors"):
+        central_difference_gradient(energy, y[0])
+    with pytest.raises(ValueError, match="eps"):
+        central_difference_gradient(energy, y, eps=0.0)
