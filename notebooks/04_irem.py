@@ -101,9 +101,7 @@ cfg = pick_profile({
 report = Report("04_irem", PROFILE, SEED, device, parameters={"cfg": cfg, "RETRAIN": RETRAIN})
 report.record_data("problems", "generated on the fly (energy_utils.tasks, IREM's generators), seeded from SEED")
 t_start = time.perf_counter()
-if RETRAIN not in (False, True, "missing"):
-    raise ValueError(f"RETRAIN must be False, True or 'missing', got {RETRAIN!r}")
-if RETRAIN and PROFILE != "full":
+if checkpoints.check_retrain(RETRAIN) and PROFILE != "full":
     raise ValueError("RETRAIN writes the committed weights: use it with PROFILE='full'")
 print(PROFILE, cfg)
 
@@ -183,6 +181,16 @@ def build(name, method, task=None, hidden=None):
     return bl.make_baseline(method, task, **kw), {"task": name, "method": method, **kw}
 
 
+def problems_per_step(kind, method):
+    """(fresh, replayed) problems per Adam step: IREM continues as many replayed answers as it draws fresh ones
+    (graphs: ``graph_replay``; none without the buffer); a baseline draws as many problems, all fresh."""
+    fresh = cfg["batch"] if kind == "vector" else cfg["graph_batch"]
+    replay = cfg["batch"] if kind == "vector" else cfg["graph_replay"]
+    if method.startswith("irem"):
+        return fresh, 0 if method == "irem_noreplay" else replay
+    return fresh + replay, 0
+
+
 def fp16_roundtrip(model):
     sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
@@ -197,20 +205,19 @@ def get_model(name, method, seed, task=None, hidden=None, tag=""):
     torch.manual_seed(1000 * seed + zlib.crc32((name + tag + method).encode()) % 997)
     model, spec = build(name, method, task, hidden)
     task = task or TASKS[name]
-    if RETRAIN is True or (RETRAIN == "missing" and not checkpoints.has_checkpoint(ckpt, "full")):
+    if checkpoints.should_train(ckpt, RETRAIN):
         iters = cfg["iters_vec"] if task.kind == "vector" else cfg["iters_graph"]
+        fresh, replay = problems_per_step(task.kind, method)
         t0 = time.perf_counter()
         if method.startswith("irem"):
             kw = dict(ABLATIONS.get(method, {}))
             if task.kind == "graph":
-                kw["n_replay"] = cfg["graph_replay"]
-            hist = irem.train_irem(model, task, n_iters=iters, batch=cfg["batch"] if task.kind == "vector" else cfg["graph_batch"], step_size=STEP,
-                                   n_unroll=cfg["n_unroll"], lr=cfg["lr"], seed=seed, device=device,
-                                   desc=ckpt, **kw)
+                kw["n_replay"] = replay
+            hist = irem.train_irem(model, task, n_iters=iters, batch=fresh, step_size=STEP, n_unroll=cfg["n_unroll"],
+                                   lr=cfg["lr"], seed=seed, device=device, desc=ckpt, **kw)
         else:
-            hist = bl.train_baseline(model, task, n_iters=iters,
-                                     batch=2 * cfg["batch"] if task.kind == "vector" else cfg["graph_batch"] + cfg["graph_replay"], lr=cfg["lr"], seed=seed,
-                                     device=device, desc=ckpt)
+            hist = bl.train_baseline(model, task, n_iters=iters, batch=fresh, lr=cfg["lr"], seed=seed, device=device,
+                                     desc=ckpt)
         wall = time.perf_counter() - t0
         sd = fp16_roundtrip(model)
         meta = {"spec": spec, "method": method, "seed": seed, "iters": iters, "dtype": "float16",
@@ -256,8 +263,7 @@ for name in TASKS:
     kind = TASKS[name].kind
     for method in METHODS_VEC + (list(ABLATIONS) if kind == "vector" else []):
         metas = [TRAIN_META[(name, method, s)] for s in cfg["seeds"] if (name, method, s) in TRAIN_META]
-        per_step = (cfg["batch"] if kind == "vector" else cfg["graph_batch"]) + (0 if method == "irem_noreplay" else (cfg["batch"] if kind == "vector" else cfg["graph_replay"])) \
-            if method.startswith("irem") else (2 * cfg["batch"] if kind == "vector" else cfg["graph_batch"] + cfg["graph_replay"])
+        per_step = sum(problems_per_step(kind, method))
         budget_rows.append({"task": name, "method": method, "seeds": len(metas), "adam_steps": metas[0]["iters"],
                             "problems_per_step": per_step, "problems_seen": metas[0]["iters"] * per_step,
                             "network_passes_per_problem": 1 if method == "feedforward" else cfg["n_unroll"],
@@ -318,8 +324,10 @@ def fmt(m, s, c):
     return f"{m:.4g}" if c < 2 or not np.isfinite(s) else f"{m:.4g} ± {s:.2g}"
 
 
-def main_table(names, metric="mse"):
-    summ = summarize(results[results.task.isin(names)], metric)
+def main_table(names, metric="mse", df=None):
+    """Mean ± std over seeds per task, method and split (of ``df``, default the §3 results), IRED's printed rows beside."""
+    df = results if df is None else df
+    summ = summarize(df[df.task.isin(names)], metric)
     rows = []
     for name in names:
         for method in sorted(summ[summ.task == name].method.unique(), key=lambda m: (m.startswith("trivial"), m)):
@@ -411,9 +419,10 @@ for name in CONTINUOUS:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def seed_values(name, method, split, metric="mse"):
-    """One number per training seed: that seed's model's mean test error (seed order)."""
-    d = results[(results.task == name) & (results.method == method) & (results.split == split)].sort_values("seed")
+def seed_values(name, method, split, metric="mse", df=None):
+    """One number per training seed: that seed's model's mean test error (seed order; ``df`` default: §3's results)."""
+    df = results if df is None else df
+    d = df[(df.task == name) & (df.method == method) & (df.split == split)].sort_values("seed")
     return d[metric].to_numpy()
 
 
@@ -504,27 +513,16 @@ with torch.no_grad():
                                      "mse": float(mse(yhat, p.y).mean())})
 big = pd.DataFrame(big_rows)
 report.table("per_seed_20x20", big)
-big_summary = []
-for name in CONTINUOUS:
-    for method in sorted(big[big.task == name].method.unique(), key=lambda m: (m.startswith("trivial"), m)):
-        r = {"task": name, "method": method}
-        for split in SPLITS:
-            v = big[(big.task == name) & (big.method == method) & (big.split == split)].sort_values("seed").mse
-            r[split] = str(stats.seed_interval(v)) if not method.startswith("trivial") else f"{v.mean():.4g}"
-        if method in IRED.get(name, {}):
-            r["IRED_printed_20x20"] = "{} / {}".format(*IRED[name][method])
-        if method == "trivial:zero" or method == "trivial:copy_observed":
-            r["reference_20x20"] = "{} / {}".format(*REF_TRIVIAL_20[(name, method.split(":")[1])])
-        big_summary.append(r)
-big_summary = pd.DataFrame(big_summary)
+big_summary = main_table(list(CONTINUOUS), df=big)
+big_summary["reference_20x20"] = ["{} / {}".format(*REF_TRIVIAL_20[(t, m.split(":")[-1])]) if (t, m.split(":")[-1]) in REF_TRIVIAL_20
+                                  else "" for t, m in zip(big_summary.task, big_summary.method)]
 report.table("continuous_20x20", big_summary)
 big_verdicts = []
 for name in CONTINUOUS:
     for split in SPLITS:
-        d = big[(big.task == name) & (big.split == split)].sort_values("seed")
-        ir = d[d.method == "irem"].mse.to_numpy()
-        c = stats.compare_arms(ir, d[d.method == "feedforward"].mse.to_numpy(), "IREM", "feedforward")
-        zero = float(d[d.method == "trivial:zero"].mse.mean())
+        ir = seed_values(name, "irem", split, df=big)
+        c = stats.compare_arms(ir, seed_values(name, "feedforward", split, df=big), "IREM", "feedforward")
+        zero = float(seed_values(name, "trivial:zero", split, df=big).mean())
         iv = stats.seed_interval(ir)
         big_verdicts.append({"task": name, "split": split, "IREM vs feedforward": c.verdict,
                              "IREM vs predict-zero": stats.compare_to_reference(ir, zero),
@@ -594,10 +592,9 @@ report.table("ablation", ablation)
 drift_rows = []
 for name in CONTINUOUS:
     for split in SPLITS:
-        d = ablation[(ablation.task == name) & (ablation.split == split)].sort_values("seed")
+        drift = lambda method: seed_values(name, method, split, "drift_last_over_train_steps", ablation)
         for other in ABLATIONS:
-            c = stats.compare_arms(d[d.method == "irem"].drift_last_over_train_steps,
-                                   d[d.method == other].drift_last_over_train_steps, "IREM", other)
+            c = stats.compare_arms(drift("irem"), drift(other), "IREM", other)
             drift_rows.append({"task": name, "split": split, "vs": other, "irem_drift": str(c.a),
                                "other_drift": str(c.b), "verdict (lower drift is better)": c.verdict})
 drift_verdicts = pd.DataFrame(drift_rows)
