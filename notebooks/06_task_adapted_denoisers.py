@@ -89,7 +89,7 @@ from energy_utils import adaptation as ad
 from energy_utils import adaptation_tasks as at
 from energy_utils import checkpoints, data, denoisers, engine, networks, stats, tasks
 from energy_utils.densities import random_mixture
-from energy_utils.hybrid import HybridSource
+from energy_utils.hybrid import HybridSource, central_difference_gradient
 from energy_utils.paths import scratch_dir
 from energy_utils.reporting import Report
 from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
@@ -107,9 +107,7 @@ TRAIN = dict(steps=200, batch=24, lr=2e-3, unroll=6, h=0.5, sigma0=0.4, val_ever
 ADAPTIVE = dict(max_iter=60, sigma_L=0.01, tol=0.005, rows=[20, 14, 8], ks_h0=0.2, ks_beta=0.5, diverge_sigma=2.0)
 report = Report("06_task_adapted_denoisers", PROFILE, SEED, device,
                 parameters={"cfg": cfg, "train": TRAIN, "adaptive": ADAPTIVE, "RETRAIN": RETRAIN})
-if RETRAIN not in (False, True, "missing"):
-    raise ValueError(f"RETRAIN must be False, True or 'missing', got {RETRAIN!r}")
-if RETRAIN and PROFILE != "full":
+if checkpoints.check_retrain(RETRAIN) and PROFILE != "full":
     raise ValueError("RETRAIN writes the committed weights: use it with PROFILE='full' (smoke trains small models itself)")
 
 den, den_meta = denoisers.load_denoiser("03_bf_cnn_mnist", "full", device)
@@ -159,8 +157,7 @@ for scale, E_of in energies.items():
         src = HybridSource(lambda y: gm.tweedie_mean(y, sigma2), e_task, None, alpha, beta, gamma, e_con,
                            sigma2=sigma2, seed_signs=seed_signs, explicit_scale=scale)
         d = src.direction(None, y_chk)[0]
-        eye = torch.eye(y_chk.shape[1], dtype=y_chk.dtype) * 1e-5
-        grad_fd = torch.stack([(E_of(y_chk + e) - E_of(y_chk - e)) / 2e-5 for e in eye], dim=1)
+        grad_fd = central_difference_gradient(E_of, y_chk, eps=1e-5)
         row = {"explicit_scale": scale, "signs": "seed" if seed_signs else "corrected",
                "max |d + σ²∇E_fd| / |σ²∇E_fd|": ((d + sigma2 * grad_fd).norm(dim=1)
                                                   / (sigma2 * grad_fd).norm(dim=1)).max().item()}
@@ -221,15 +218,10 @@ DATA["signal"] = {k: v.to(device) for k, v in DATA["signal"].items()}
 report.record_data("signal task", DATA["signal"]["train"].source + "; validation/test from other seeds")
 
 
-def should_train(name):
-    """RETRAIN=True trains every model; RETRAIN="missing" only those without a committed checkpoint."""
-    return RETRAIN is True or (RETRAIN == "missing" and not checkpoints.has_checkpoint(name, "full"))
-
-
 def signal_denoiser():
     """Bias-free MLP denoiser for the 1-D signals (blind, σ ∈ [0, 0.4]), trained here (RETRAIN) or loaded."""
     name = "06_signal_denoiser"
-    if should_train(name):
+    if checkpoints.should_train(name, RETRAIN):
         torch.manual_seed(SEED)
         m = networks.DenoiserMLP(at.SIGNAL_LENGTH, hidden=256, depth=3, bias_free=True).to(device)
         h = denoisers.train_blind_denoiser(m, lambda b, g: at.make_signals(b, g).to(device), (0.0, 0.4),
@@ -360,7 +352,7 @@ def get(job):
     task, kind, opt = JOBS[job]
     module, source = build(job)
     name = f"06_{job}"
-    if should_train(name):
+    if checkpoints.should_train(name, RETRAIN):
         if opt.get("init"):
             module.load_state_dict(get(opt["init"])[0].state_dict())
         hist = train_job(job, module, source, *budget(task),
@@ -451,11 +443,6 @@ def seed_values(job, task, metric=None):
     return [metric(task, get(seed_job(job, k))[1]) for k in SEEDS]
 
 
-def verdict_of(values_a, values_b, name_a, name_b):
-    """Seed-level verdict between two trained arms (Welch 95 % interval of the difference)."""
-    return stats.compare_arms(values_a, values_b, name_a, name_b)
-
-
 rows, s2_rows = [], []
 S2_ARMS = {"scratch (IREM)": "scratch", "hybrid (strategy 2)": "hybrid"}
 for task in (*at.IMAGE_TASKS, "signal"):
@@ -477,7 +464,7 @@ for task in (*at.IMAGE_TASKS, "signal"):
             row["label_kept"] = float(np.mean(seed_values(f"{arm}_{task}", task,
                                                           lambda tk, src: label_kept(run_unroll(tk, src)))))
         rows.append(row)
-    c = verdict_of(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
+    c = stats.compare_arms(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
     s2_rows.append({"task": task, "comparison": "hybrid vs scratch (IREM)", "difference (hybrid − other)": c.difference.mean,
                     "ci_low": c.difference.low, "ci_high": c.difference.high, "verdict": c.verdict})
     for base in ("prior only", "observation"):
@@ -547,7 +534,7 @@ for ax, task in zip(axes, (*at.IMAGE_TASKS, "signal")):
         errs = np.array([[p[1] for p in c] for c in cs])
         line, = ax.plot(steps_, errs.mean(0), "o-", ms=3, label=f"{arm} (mean of {len(cs)} seeds)")
         ax.fill_between(steps_, errs.min(0), errs.max(0), color=line.get_color(), alpha=0.2)
-    c = verdict_of(areas["scratch"], areas["hybrid"], "scratch", "hybrid")
+    c = stats.compare_arms(areas["scratch"], areas["hybrid"], "scratch", "hybrid")
     speed_verdicts.append({"task": task, "measure": "mean validation MSE over training", "verdict": c.verdict,
                            "hybrid − scratch": c.difference.mean, "ci_low": c.difference.low, "ci_high": c.difference.high})
     ax.axhline(target, color="gray", ls=":", lw=1)
@@ -585,7 +572,7 @@ for task in ("deblur", "signal"):
             iv = stats.seed_interval(per_seed[method])
             rows.append({"task": task, "n_pairs": n, "method": method, "test_mse": iv.mean,
                          "ci_half": (iv.high - iv.low) / 2, "per_seed": per_seed[method]})
-        c = verdict_of(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
+        c = stats.compare_arms(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
         de_verdicts.append({"task": task, "n_pairs": n, "scratch / hybrid": c.a.mean / c.b.mean,
                             "hybrid − scratch": c.difference.mean, "ci_low": c.difference.low,
                             "ci_high": c.difference.high, "verdict": c.verdict})
@@ -637,7 +624,7 @@ CURR_PAIRS = [("fixed (0.7, 0.3)", "curriculum (0.1,0.9)→(0.7,0.3)"),
               ("fixed α=β=1, σ₀=0.4 (section 3)", "fixed (0.7, 0.3)")]
 curr_verdicts = []
 for a, b in CURR_PAIRS:
-    c = verdict_of(curr_values[a], curr_values[b], a, b)
+    c = stats.compare_arms(curr_values[a], curr_values[b], a, b)
     curr_verdicts.append({"variant": b, "against": a, "difference (variant − against)": c.difference.mean,
                           "ci_low": c.difference.low, "ci_high": c.difference.high, "verdict": c.verdict})
 curr_verdicts = pd.DataFrame(curr_verdicts)
@@ -685,7 +672,7 @@ for task in at.IMAGE_TASKS:
                  "max_equivariance_error": max(base.values()), "min_equivariance_error": min(base.values())})
     for a, b, what in (("biased", "equivariant", "equivariance (same inputs)"), ("additive", "biased", "seeing y"),
                        ("additive", "equivariant", "the seed's modulation vs ours")):
-        c = verdict_of(s1_errors[(task, a)], s1_errors[(task, b)], a, b)
+        c = stats.compare_arms(s1_errors[(task, a)], s1_errors[(task, b)], a, b)
         s1_verdicts.append({"task": task, "comparison": f"{b} vs {a}", "isolates": what,
                             "difference (first − second)": c.difference.mean, "ci_low": c.difference.low,
                             "ci_high": c.difference.high, "verdict": c.verdict})
@@ -828,8 +815,8 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 #
 # The verdicts below are computed from the tables above: a comparison between trained arms is called only when
 # the seed-level 95 % interval of the difference excludes zero (3 training seeds per arm), so they are the
-# measurement's, not the seed's. Committed full run: 500 test problems (256 in section 8), 2 CPU threads,
-# evaluation 6 min; 115 models, 1–2 min of one thread each (seeds 1–2 trained with two trainings sharing the
+# measurement's, not the seed's. Committed full run: 500 test problems (256 in section 8), evaluation 17 min
+# on one CPU thread (6 min on 2); 115 models, 1–2 min of one thread each (seeds 1–2 trained with two trainings sharing the
 # CPU, so their wall times are ~1.5× those of seed 0). Numbers rounded.
 #
 # - **Signs.** Held after correction: the corrected update equals −σ² times a central finite difference of the
