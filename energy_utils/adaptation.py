@@ -32,7 +32,7 @@ from torch import nn
 from .adaptation_tasks import initial_iterate
 from .engine import Evaluation
 from .tasks import mse
-from .training import fit
+from .training import EarlyStopping, fit
 
 
 class ConvTaskEnergy(nn.Module):
@@ -207,9 +207,14 @@ def train_solver(params_owner: nn.Module, source, train, val, *, n_steps: int, b
                  unroll_steps: int, h: float, sigma0: float | Callable[[float], float], seed: int,
                  weights: Callable[[float], tuple[float, float]] | None = None, val_every: int = 25,
                  scratch: Path | None = None, desc: str = "adapt", through_prior: bool = True,
-                 freeze_norm: bool = False, clip_grad: float = 1.0) -> dict:
+                 freeze_norm: bool = False, clip_grad: float = 1.0, early_stopping: dict | None = None) -> dict:
     """Train the parameters of ``params_owner`` (a task energy, a modulation, or the denoiser itself) through
-    ``unroll_steps`` iterations of ``source`` on pairs ``train`` (TaskData), Adam with cosine decay.
+    ``unroll_steps`` iterations of ``source`` on pairs ``train`` (TaskData), Adam with cosine decay over
+    ``n_steps``, or, with ``early_stopping`` (keyword arguments of :class:`~energy_utils.training.EarlyStopping`:
+    patience, factor, max_reductions, rel_tol), *to validation convergence*: a constant rate, cut on validation
+    plateaus, stopped when the curve has flattened or at ``n_steps`` (a cap), and the weights of the lowest
+    validation error restored (``"best_step"``, ``"converged_at"`` when it stopped before the cap). Resumed from
+    ``scratch`` with a higher cap, such a run continues exactly as if it had been started with that cap.
 
     ``sigma0`` is the start noise σ₀, or a function of training progress p ∈ [0, 1) (multi-scale training);
     ``weights(p) -> (α, β)`` sets the hybrid's weights during training (curriculum). ``through_prior``: back-
@@ -224,8 +229,11 @@ def train_solver(params_owner: nn.Module, source, train, val, *, n_steps: int, b
     start_noise = sigma0 if callable(sigma0) else (lambda p: sigma0)
     clock = {"val_s": 0.0, "t0": None}
     opt = torch.optim.Adam(params_owner.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / max(n_steps, 1))))
+    if early_stopping is None:
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / max(n_steps, 1))))
+    else:
+        sched = EarlyStopping(opt, params_owner, **early_stopping)
 
     def sample_batch(step):
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -241,7 +249,9 @@ def train_solver(params_owner: nn.Module, source, train, val, *, n_steps: int, b
         if weights is not None:
             source.alpha, source.beta = weights(p)
         extra = {}
-        if step % val_every == 0 or step == n_steps - 1:
+        # with early stopping only at multiples of val_every, so that a run resumed to a higher cap continues
+        # exactly as one started with that cap (the rate does not depend on n_steps either)
+        if step % val_every == 0 or (early_stopping is None and step == n_steps - 1):
             tv = time.perf_counter()
             model.eval()
             if weights is not None:
@@ -251,6 +261,8 @@ def train_solver(params_owner: nn.Module, source, train, val, *, n_steps: int, b
             if weights is not None:
                 source.alpha, source.beta = weights(p)
             model.train(not freeze_norm)
+            if early_stopping is not None:
+                sched.observe(extra["val_mse"])
             clock["val_s"] += time.perf_counter() - tv
             extra["train_wall_s"] = time.perf_counter() - clock["t0"] - clock["val_s"]
         yk = unroll(source, x, y0, unroll_steps, h, create_graph=True, through_prior=through_prior)
@@ -261,6 +273,9 @@ def train_solver(params_owner: nn.Module, source, train, val, *, n_steps: int, b
     if weights is not None:
         source.alpha, source.beta = weights(1.0)
     hist["curve"] = [(s, e["val_mse"], e["train_wall_s"]) for s, e in zip(hist["step"], hist["extra"]) if "val_mse" in e]
+    if early_stopping is not None:
+        hist["best_step"] = sched.restore_best()
+        hist["best_val_mse"] = sched.best_value
     hist.pop("extra")
     hist["loss"] = hist["loss"][:: max(n_steps // 50, 1)]
     hist["step"] = hist["step"][:: max(n_steps // 50, 1)]

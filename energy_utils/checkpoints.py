@@ -32,6 +32,15 @@ def checkpoint_dir(profile: str) -> Path:
     return path
 
 
+def training_state_path(name: str, profile: str) -> Path:
+    """Where model ``name``'s resumable training state is kept between sessions: ``data/train_state/<name>.pt``
+    (committed) for the full profile, the ignored scratch folder otherwise (see
+    :func:`energy_utils.training.restore_training_state`)."""
+    if profile == "full":
+        return paths.DATA_DIR / "train_state" / f"{name}.pt"
+    return paths.scratch_dir(profile, name) / "train_state.pt"
+
+
 def _read_manifest(manifest: Path) -> dict:
     return json.loads(manifest.read_text()) if manifest.exists() else {}
 

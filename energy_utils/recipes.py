@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from . import checkpoints, data, denoisers, distributed, energy_training, networ
 from .covariances import CovFamily, DiagCov, box_var
 from .energy_models import ImageEnergy
 from .runtime import configure_threads, describe_hardware, pick_device
+from .training import keep_training_state, restore_training_state
 
 
 @dataclass
@@ -143,14 +143,6 @@ def get(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def state_path(name: str, profile: str) -> Path:
-    """Where a recipe's resumable training state lives: committed for the full profile (so the next session
-    resumes it), the ignored scratch folder otherwise."""
-    if profile == "full":
-        return paths.DATA_DIR / "train_state" / f"{name}.pt"
-    return paths.scratch_dir(profile, name) / "train_state.pt"
-
-
 def train(name: str, profile: str = "full", device: str | torch.device = "auto", max_time_s: float | None = None,
           smoke: bool | None = None) -> tuple[torch.nn.Module, dict]:
     """Train (or resume) recipe ``name`` for at most ``max_time_s`` seconds; save checkpoint ``name`` in
@@ -166,16 +158,15 @@ def train(name: str, profile: str = "full", device: str | torch.device = "auto",
     torch.manual_seed(0)
     model = recipe.build().to(device)
     scratch = paths.scratch_dir(profile, name)
-    work, store = scratch / "train_state.pt", state_path(name, profile)
+    work, store = scratch / "train_state.pt", checkpoints.training_state_path(name, profile)
     main = distributed.is_main()
-    if main and store != work and store.exists() and (not work.exists() or store.stat().st_mtime > work.stat().st_mtime):
-        shutil.copyfile(store, work)           # the committed state, unless this machine's scratch state is newer
+    if main:
+        restore_training_state(store, work)    # the committed state, unless this machine's scratch state is newer
     distributed.barrier()
     t0 = time.perf_counter()
     history = recipe.train(model, scratch, max_time_s, smoke)
-    if main and store != work and work.exists():
-        store.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(work, store)
+    if main:
+        keep_training_state(work, store)
     steps = history.get("stopped_at", history["step"][-1] + 1 if history["step"] else 0)
     meta = {**recipe.model_meta(model), "recipe": recipe.summary, "converged": "converged_at" in history,
             "steps": int(steps), "wall_time_s": history["wall_time_s"], "hardware": describe_hardware(device),

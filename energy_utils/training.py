@@ -12,6 +12,7 @@ and, optionally, with the forward pass and loss under bf16 autocast.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -219,6 +220,10 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
                 history["converged_at"] = step + 1
                 history["stopped_at"] = step + 1
                 break
+        if getattr(scheduler, "done", False) and "converged_at" not in history:
+            # a scheduler told of validations by the caller (EarlyStopping.observe inside loss_fn) ends here
+            history["converged_at"] = history["stopped_at"] = step + 1
+            break
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
         stop = max_time_s is not None and time.perf_counter() - t_call >= max_time_s and step + 1 < n_steps
@@ -231,6 +236,27 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
     save(history.get("stopped_at", n_steps))
     model.eval()
     return history
+
+
+def restore_training_state(store: Path, work: Path) -> bool:
+    """Before :func:`fit` resumes from ``work`` (its ``scratch/train_state.pt``): copy the committed state ``store``
+    there, unless this machine's ``work`` is newer. Returns whether it copied. With :func:`keep_training_state`
+    a training continues across sessions whose scratch folders do not survive."""
+    store, work = Path(store), Path(work)
+    if store == work or not store.exists() or (work.exists() and work.stat().st_mtime >= store.stat().st_mtime):
+        return False
+    work.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store, work)
+    return True
+
+
+def keep_training_state(work: Path, store: Path) -> None:
+    """After :func:`fit`: copy its resumable state ``work`` to the committed place ``store`` (see
+    :func:`restore_training_state`)."""
+    work, store = Path(work), Path(store)
+    if store != work and work.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work, store)
 
 
 class PlateauLR:
@@ -283,6 +309,35 @@ class PlateauLR:
         for k, v in state.items():
             setattr(self, k, v)
         self._apply()
+
+
+class EarlyStopping(PlateauLR):
+    """:class:`PlateauLR` that also keeps a copy of ``module``'s weights at its lowest validation value, for
+    early stopping: train at a constant rate, halve it after ``patience`` validations without a relative
+    improvement of ``rel_tol``, stop after ``max_reductions`` cuts (or at the caller's step cap), then
+    :meth:`restore_best`. The copy travels in ``state_dict`` so a resumed training keeps it."""
+
+    def __init__(self, optimizer, module: torch.nn.Module, **plateau):
+        super().__init__(optimizer, **{"warmup": 1, **plateau})
+        self.module = module
+        self.best_value, self.best_count, self.best_state = float("inf"), None, None
+
+    def observe(self, value: float):
+        if value < self.best_value:
+            self.best_value, self.best_count = value, self.count
+            self.best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        super().observe(value)
+
+    def restore_best(self) -> int:
+        """Load the weights of the best validation into ``module``; returns the optimizer step they come from."""
+        if self.best_state is None:
+            raise RuntimeError("EarlyStopping.restore_best: no validation was observed (call observe first)")
+        self.module.load_state_dict(self.best_state)
+        return self.best_count
+
+    def state_dict(self):
+        return {**super().state_dict(), "best_value": self.best_value, "best_count": self.best_count,
+                "best_state": self.best_state}
 
 
 class BudgetCosineLR:

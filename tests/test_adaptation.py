@@ -133,3 +133,48 @@ def test_curve_mean_is_the_time_average_of_the_validation_curve():
     assert ad.curve_mean([(0, 4.0, 0), (10, 1.0, 1), (40, 1.0, 2)]) < ad.curve_mean([(0, 4.0, 0), (30, 1.0, 1), (40, 1.0, 2)])
     with pytest.raises(ValueError, match="two points"):
         ad.curve_mean([(0, 1.0, 0.0)])
+
+
+def test_early_stopping_trains_to_the_plateau_and_restores_the_best_weights():
+    # 16 training signals: the scratch energy overfits, so the validation curve turns up and training must stop
+    # before the 3,000-step cap with the weights of the lowest validation error
+    sig = at.make_signal_task(16, 0)
+    val = at.make_signal_task(32, 1)
+    torch.manual_seed(0)
+    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH, hidden=64)
+    src = HybridSource(None, V, None, beta=0.0, explicit_scale="unit")
+    hist = ad.train_solver(V, src, sig, val, n_steps=3000, batch=16, lr=3e-3, unroll_steps=4, h=0.5, sigma0=0.2,
+                           seed=0, val_every=10, early_stopping=dict(patience=3, max_reductions=1))
+    errors = [c[1] for c in hist["curve"]]
+    assert hist["converged_at"] < 3000
+    assert hist["best_val_mse"] == min(errors) < errors[-1]
+    assert hist["best_step"] == hist["curve"][errors.index(min(errors))][0]
+    restored = ad.evaluate(src, val.x, val.y, 4, 0.5, 0.2, seed=12345).mean().item()
+    assert restored == pytest.approx(hist["best_val_mse"], rel=1e-6)
+
+
+def test_early_stopping_resumed_to_a_higher_cap_from_a_kept_state_equals_one_run(tmp_path):
+    from energy_utils.training import keep_training_state, restore_training_state
+    sig, val = at.make_signal_task(64, 0), at.make_signal_task(16, 1)
+    stop = dict(patience=2, max_reductions=3)
+
+    def run(cap, scratch):
+        torch.manual_seed(0)
+        V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH, hidden=32)
+        src = HybridSource(None, V, None, beta=0.0, explicit_scale="unit")
+        hist = ad.train_solver(V, src, sig, val, n_steps=cap, batch=16, lr=3e-3, unroll_steps=3, h=0.5, sigma0=0.2,
+                               seed=0, val_every=10, scratch=scratch, early_stopping=stop)
+        return V, hist
+
+    _, first = run(40, tmp_path / "session1")                 # stopped by the cap: its state is kept ...
+    assert first.get("converged_at") is None
+    store = tmp_path / "data" / "state.pt"
+    keep_training_state(tmp_path / "session1" / "train_state.pt", store)
+    assert restore_training_state(store, tmp_path / "session2" / "train_state.pt")      # ... and restored elsewhere
+    assert not restore_training_state(store, tmp_path / "session2" / "train_state.pt")  # not over a newer copy
+    resumed, hist_resumed = run(90, tmp_path / "session2")
+    direct, hist_direct = run(90, None)
+    assert [c[:2] for c in hist_resumed["curve"]] == [c[:2] for c in hist_direct["curve"]]
+    assert hist_resumed["best_step"] == hist_direct["best_step"]
+    for a, b in zip(resumed.state_dict().values(), direct.state_dict().values()):
+        assert torch.equal(a, b)
