@@ -37,7 +37,7 @@
 # | the hybrid update d = α∇E_task − βf + γ∇E_c descends E | seed §5.2 | derived signs; exact energies of a Gaussian mixture: our direction is −σ²∇E by finite differences and descends E, the seed's climbs it |
 # | modular conditioning preserves the bias-free property | seed §6.1 | scale-equivariance error at random scales of the seed's additive modulation, an equivariant one and its biased control (same inputs); task error of all three, 3 seeds |
 # | an explicit task energy on the implicit prior adapts fast | seed §6.2, §9.3 "faster than training from scratch" | validation curves (3 seeds); mean validation error over training; steps and wall time to 1.1 × the better final error |
-# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks, 3 seeds |
+# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks, 3 seeds, equal steps and each size trained to validation convergence; degradation MSE(50) / MSE(all) per arm |
 # | progressive adapters add tasks while preserving earlier ones | seed §6.3, §9.2 | every task's error after each addition: per-task adapters vs one shared adapter vs fine-tuning the denoiser |
 # | curriculum, gradient-norm balancing and multi-scale training help | seed §7.1–7.2 | each against fixed weights / a fixed start noise, same budget |
 # | adaptive computation: harder problems take more iterations | seed §4.3, §9 | iterations spent under adaptive stopping vs the number of observed rows |
@@ -49,12 +49,13 @@
 # relies on (measured in section 6).
 #
 # **Scale.** CPU budget: 200 training steps of batch 24 per image model, 600 of batch 64 per signal model
-# (K = 6 unrolled steps, h = 0.5); image task energies have 15k parameters, modulations 13k (additive) and 23k
-# (equivariant and its biased control), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
+# (K = 6 unrolled steps, h = 0.5); in section 4 each data-efficiency size is trained a second time to validation
+# convergence (early stopping, capped at 1,000 / 6,000 steps); image task energies have 15k parameters,
+# modulations 13k (additive) and 23k (equivariant and its biased control), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
 # internal (hybrid vs scratch with identical budgets, stated in section 3).
 #
 # **Seeds and verdicts.** Every trained model — strategy 2 and IREM from scratch on every task, every
-# data-efficiency size, the three modulations of strategy 1, the curriculum / balancing / multi-scale variants and
+# data-efficiency size under both protocols, the three modulations of strategy 1, the curriculum / balancing / multi-scale variants and
 # the strategy-3 chains (each seed's chain starting from that seed's models) — is trained with 3 seeds
 # (initialisation and batch order; the same training pairs). A verdict between two arms comes from the seed-level
 # 95 % t-interval of the difference of their test errors (`energy_utils.stats`); where it includes zero the
@@ -93,6 +94,7 @@ from energy_utils.hybrid import HybridSource, central_difference_gradient
 from energy_utils.paths import scratch_dir
 from energy_utils.reporting import Report
 from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
+from energy_utils.training import keep_training_state, restore_training_state
 
 configure_threads()
 seed_everything(SEED)
@@ -103,7 +105,12 @@ cfg = pick_profile({
 }, PROFILE)
 # the training recipe of the committed weights (RETRAIN=True in the full profile reproduces them)
 TRAIN = dict(steps=200, batch=24, lr=2e-3, unroll=6, h=0.5, sigma0=0.4, val_every=25,
-             signal_steps=600, signal_batch=64, signal_denoiser_steps=3000, sizes=[50, 200, 1000, 5000])
+             signal_steps=600, signal_batch=64, signal_denoiser_steps=3000, sizes=[50, 200, 1000, 5000],
+             # data efficiency trained to validation convergence (section 4): constant rate, halved after 4
+             # validations (100 steps) without a 0.5 % gain, stopped at the second plateau or at the cap;
+             # the weights of the lowest validation error are kept
+             converge=dict(patience=4, factor=0.5, max_reductions=1, rel_tol=0.005), converge_cap=1000,
+             signal_converge_cap=6000)
 ADAPTIVE = dict(max_iter=60, sigma_L=0.01, tol=0.005, rows=[20, 14, 8], ks_h0=0.2, ks_beta=0.5, diverge_sigma=2.0)
 report = Report("06_task_adapted_denoisers", PROFILE, SEED, device,
                 parameters={"cfg": cfg, "train": TRAIN, "adaptive": ADAPTIVE, "RETRAIN": RETRAIN})
@@ -274,6 +281,9 @@ for task in ("deblur", "signal"):
     for n in TRAIN["sizes"][:-1]:
         for method, beta in (("hybrid", 1.0), ("scratch", 0.0)):
             JOBS[f"{method}_{task}_n{n}"] = (task, "energy", dict(beta=beta, n=n))
+    for n in TRAIN["sizes"]:   # each size trained to validation convergence (early stopping)
+        for method, beta in (("hybrid", 1.0), ("scratch", 0.0)):
+            JOBS[f"{method}_{task}_n{n}_converged"] = (task, "energy", dict(beta=beta, n=n, converge=True))
 JOBS["hybrid_deblur_curriculum"] = ("deblur", "energy", dict(beta=1.0, n=5000, weights="curriculum"))
 JOBS["hybrid_deblur_fixed_end"] = ("deblur", "energy", dict(beta=1.0, n=5000, weights="fixed_final"))
 JOBS["hybrid_deblur_gradnorm"] = ("deblur", "energy", dict(beta=1.0, n=5000, balance="gradnorm"))
@@ -330,19 +340,34 @@ def train_job(job, module, source, steps, batch, n_train=None, val=None, scratch
     sigma0 = MULTISCALE if opt.get("sigma0") == "multiscale" else TRAIN["sigma0"]
     return ad.train_solver(module, source, train, val or DATA[task]["val"], n_steps=steps, batch=batch, lr=opt.get("lr", TRAIN["lr"]),
                            unroll_steps=TRAIN["unroll"], h=TRAIN["h"], sigma0=sigma0, seed=SEED + opt.get("seed", 0), weights=weights,
-                           val_every=TRAIN["val_every"], scratch=scratch, desc=job, freeze_norm=kind == "finetune")
+                           val_every=TRAIN["val_every"], scratch=scratch, desc=job, freeze_norm=kind == "finetune",
+                           early_stopping=TRAIN["converge"] if opt.get("converge") else None)
 
 
-def budget(task):
-    """(training steps, batch) of a full-profile model of ``task``."""
-    return (TRAIN["signal_steps"], TRAIN["signal_batch"]) if task == "signal" else (TRAIN["steps"], TRAIN["batch"])
+def budget(task, converge=False):
+    """(training steps, batch) of a full-profile model of ``task``; with ``converge`` the step cap of early stopping."""
+    if task == "signal":
+        return TRAIN["signal_converge_cap" if converge else "signal_steps"], TRAIN["signal_batch"]
+    return TRAIN["converge_cap" if converge else "steps"], TRAIN["batch"]
 
 
 def config_tag(job):
-    return hashlib.md5(json.dumps([JOBS[job], TRAIN], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """Hash of a job and its recipe, naming its resumable training state. The early-stopping caps are left out:
+    a run resumed to a higher cap continues exactly as one started with it (constant rate, no cap-dependent step)."""
+    recipe = {k: v for k, v in TRAIN.items() if not k.endswith("converge_cap")}
+    return hashlib.md5(json.dumps([JOBS[job], recipe], sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 MODELS, TRAIN_LOG = {}, {}
+
+
+def capped_below_budget(name, job):
+    """An early-stopping model committed at a lower step cap than the current one, without having converged:
+    ``RETRAIN="missing"`` resumes it from its committed training state (``data/train_state/``)."""
+    if not (JOBS[job][2].get("converge") and checkpoints.has_checkpoint(name, "full")):
+        return False
+    meta = checkpoints.load_checkpoint(name, "full")["meta"]
+    return meta["converged_at"] is None and meta["cap"] < budget(JOBS[job][0], True)[0]
 
 
 def get(job):
@@ -352,13 +377,24 @@ def get(job):
     task, kind, opt = JOBS[job]
     module, source = build(job)
     name = f"06_{job}"
-    if checkpoints.should_train(name, RETRAIN):
+    if checkpoints.should_train(name, RETRAIN) or (RETRAIN == "missing" and capped_below_budget(name, job)):
         if opt.get("init"):
             module.load_state_dict(get(opt["init"])[0].state_dict())
-        hist = train_job(job, module, source, *budget(task),
-                         scratch=scratch_dir(PROFILE, f"{name}_{config_tag(job)}"))
+        scratch = scratch_dir(PROFILE, f"{name}_{config_tag(job)}")
+        store = checkpoints.training_state_path(name, PROFILE) if opt.get("converge") else None
+        if store is not None and RETRAIN == "missing":
+            restore_training_state(store, scratch / "train_state.pt")
+        steps, batch = budget(task, opt.get("converge", False))
+        hist = train_job(job, module, source, steps, batch, scratch=scratch)
+        stopping = {}
+        if store is not None:   # a model stopped by the cap keeps its state, so a higher cap resumes it exactly
+            stopping = {"cap": steps, **{k: hist.get(k) for k in ("best_step", "best_val_mse", "converged_at")}}
+            if hist.get("converged_at") is None:
+                keep_training_state(scratch / "train_state.pt", store)
+            else:
+                store.unlink(missing_ok=True)
         checkpoints.save_checkpoint(name, module.state_dict(), {"job": JOBS[job], "spec": getattr(module, "spec", None),
-                                                                "train": TRAIN, "curve": hist["curve"],
+                                                                "train": TRAIN, "curve": hist["curve"], **stopping,
                                                                 "loss": hist["loss"], "wall_time_s": hist["wall_time_s"]}, PROFILE)
     ck = checkpoints.load_checkpoint(name, "full")
     module.load_state_dict(ck["state_dict"])
@@ -367,7 +403,7 @@ def get(job):
         p.requires_grad_(False)
     if kind == "energy" and JOBS[job][2].get("weights"):
         source.alpha, source.beta = {"curriculum": CURRICULUM, "fixed_final": FIXED_FINAL}[JOBS[job][2]["weights"]](1.0)
-    TRAIN_LOG[job] = {"curve": ck["meta"]["curve"], "wall_time_s": ck["meta"]["wall_time_s"]}
+    TRAIN_LOG[job] = {k: ck["meta"].get(k) for k in ("curve", "wall_time_s", "best_step", "converged_at")}
     MODELS[job] = (module, source)
     return MODELS[job]
 
@@ -556,45 +592,128 @@ speed_verdicts
 # ## 4. Data efficiency: error vs number of task pairs
 #
 # Hybrid and scratch models trained on the first 50, 200, 1,000 or all 5,000 pairs, for deblurring and for the
-# 1-D signal task, 3 seeds each. Every size gets the same number of steps (200 × 24 images, 600 × 64 signals),
-# so small sets are seen many times and the large ones about once: at this budget training is step-limited, and
-# the comparison is "equal steps", not "each size trained to convergence with early stopping" (not run here).
-# Error bars: seed-level 95 % intervals.
+# 1-D signal task, 3 seeds each, under two protocols:
+#
+# - **equal steps**: every size gets the same 200 × 24 images / 600 × 64 signals with cosine decay (the budget of
+#   section 3), so small sets are seen many times and the large ones about once: step-limited, not data-limited;
+# - **early stopping**, to validation convergence or a cap (`train_solver(early_stopping=…)`): a constant rate (2·10⁻³), halved after 4
+#   validations (100 steps) without a 0.5 % improvement, stopped at the second such plateau or at a cap of 1,000
+#   steps (images) / 6,000 (signals), and the weights of the lowest validation error kept. Validation uses the
+#   128 held-out pairs of section 2 (made from test digits that are not test problems, the same for every size
+#   and both arms, so early stopping sees 128 labelled pairs beyond the training set — alike for both arms).
+#   Written before the run: the models stopped at the cap are counted, not hidden (a capped model is step-limited),
+#   with how much their validation error still fell over their last 200 steps.
+#
+# Error bars: seed-level 95 % intervals. The claim "rich priors make adaptation robust to limited task data" is
+# also read directly: each arm's **degradation** test MSE(50 pairs) / test MSE(all pairs), per seed, compared
+# between the arms.
 
 # %%
-rows, de_verdicts = [], []
+def size_job(method, task, n, protocol):
+    """The job of ``method`` trained on ``n`` pairs of ``task`` under ``protocol`` ("equal steps" / "early stopping")."""
+    if protocol == "early stopping":
+        return f"{method}_{task}_n{n}_converged"
+    return f"{method}_{task}" + ("" if n == TRAIN["sizes"][-1] else f"_n{n}")
+
+
+def late_gain(curve, window=200):
+    """How far from flat a validation curve ends: % by which its error fell over its last ``window`` steps
+    (negative: it rose, i.e. over-fitting)."""
+    last_step, last_err = curve[-1][0], curve[-1][1]
+    before = [err for step, err, _ in curve if step <= last_step - window]
+    return 100 * (before[-1] / last_err - 1) if before else float("nan")
+
+
+PROTOCOLS = ("equal steps", "early stopping")
+rows, de_verdicts, degradation = [], [], []
 for task in ("deblur", "signal"):
-    for n in TRAIN["sizes"]:
-        per_seed = {}
-        for method in ("hybrid", "scratch"):
-            job = f"{method}_{task}" + ("" if n == TRAIN["sizes"][-1] else f"_n{n}")
-            per_seed[method] = seed_values(job, task)
-            iv = stats.seed_interval(per_seed[method])
-            rows.append({"task": task, "n_pairs": n, "method": method, "test_mse": iv.mean,
-                         "ci_half": (iv.high - iv.low) / 2, "per_seed": per_seed[method]})
-        c = stats.compare_arms(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
-        de_verdicts.append({"task": task, "n_pairs": n, "scratch / hybrid": c.a.mean / c.b.mean,
-                            "hybrid − scratch": c.difference.mean, "ci_low": c.difference.low,
-                            "ci_high": c.difference.high, "verdict": c.verdict})
+    for protocol in PROTOCOLS:
+        per_size = {}
+        for n in TRAIN["sizes"]:
+            per_seed = {}
+            for method in ("hybrid", "scratch"):
+                job = size_job(method, task, n, protocol)
+                per_seed[method] = seed_values(job, task)
+                iv = stats.seed_interval(per_seed[method])
+                logs = [TRAIN_LOG[seed_job(job, k)] for k in SEEDS]
+                rows.append({"task": task, "protocol": protocol, "n_pairs": n, "method": method, "test_mse": iv.mean,
+                             "ci_half": (iv.high - iv.low) / 2, "per_seed": per_seed[method],
+                             "best_step_mean": float(np.mean([lg["best_step"] for lg in logs])) if protocol == "early stopping"
+                             else budget(task)[0],
+                             "stopped_before_cap": f"{sum(lg['converged_at'] is not None for lg in logs)}/{len(logs)}"
+                             if protocol == "early stopping" else "n/a (fixed steps)",
+                             "val_gain_last_200_steps_%": float(np.mean([late_gain(lg["curve"]) for lg in logs])),
+                             "train_wall_s_mean": float(np.mean([lg["wall_time_s"] for lg in logs]))})
+            per_size[n] = per_seed
+            c = stats.compare_arms(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
+            de_verdicts.append({"task": task, "protocol": protocol, "n_pairs": n, "scratch / hybrid": c.a.mean / c.b.mean,
+                                "hybrid − scratch": c.difference.mean, "ci_low": c.difference.low,
+                                "ci_high": c.difference.high, "verdict": c.verdict})
+        small, full = TRAIN["sizes"][0], TRAIN["sizes"][-1]
+        ratio = {m: [a / b for a, b in zip(per_size[small][m], per_size[full][m])] for m in ("hybrid", "scratch")}
+        c = stats.compare_arms(ratio["scratch"], ratio["hybrid"], "scratch", "hybrid")
+        degradation.append({"task": task, "protocol": protocol, f"hybrid MSE({small}) / MSE({full})": str(c.b),
+                            f"scratch MSE({small}) / MSE({full})": str(c.a), "hybrid − scratch": c.difference.mean,
+                            "ci_low": c.difference.low, "ci_high": c.difference.high,
+                            "verdict": {"hybrid better": "hybrid degrades less",
+                                        "scratch better": "scratch degrades less"}.get(c.verdict, c.verdict)})
 table_data = pd.DataFrame(rows)
 report.table("data_efficiency", table_data)
 de_verdicts = pd.DataFrame(de_verdicts)
 report.table("data_efficiency_verdicts", de_verdicts)
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+degradation = pd.DataFrame(degradation)
+report.table("data_efficiency_degradation", degradation)
+# pre-registered before the converged run (from the equal-step result on signals); sizes where it failed in the
+# final run (2026-12-01) are kept as values, not asserted, and discussed below
+FAILED_IN_FINAL_RUN = {1000, 5000}
+if PROFILE == "full":
+    for r in de_verdicts[(de_verdicts.task == "signal") & (de_verdicts.protocol == "early stopping")].itertuples():
+        label = (f"seed level, trained to convergence: signal hybrid below scratch with {r.n_pairs} pairs "
+                 "(CI high of hybrid − scratch)")
+        if r.n_pairs in FAILED_IN_FINAL_RUN:
+            report.value(f"pre-registered, failed in the final run, reported not asserted: {label}", r.ci_high)
+        else:
+            report.check(label, r.ci_high, 0.0, "<")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for ax, task in zip(axes, ("deblur", "signal")):
-    for method in ("hybrid", "scratch"):
-        d = table_data[(table_data.task == task) & (table_data.method == method)]
-        ax.errorbar(d.n_pairs, d.test_mse, yerr=d.ci_half.fillna(0), marker="o", capsize=3, label=method)
-    obs = pivot.loc[task, "observation"]
-    ax.axhline(obs, color="gray", ls=":", lw=1, label="observation")
+    for method, colour in (("hybrid", "C0"), ("scratch", "C1")):
+        for protocol, style in zip(PROTOCOLS, ("--", "-")):
+            d = table_data[(table_data.task == task) & (table_data.method == method) & (table_data.protocol == protocol)]
+            ax.errorbar(d.n_pairs * (1.04 if protocol == "early stopping" else 0.96), d.test_mse, yerr=d.ci_half.fillna(0),
+                        marker="o" if protocol == "early stopping" else "s", ms=4, capsize=3, ls=style, color=colour,
+                        alpha=1.0 if protocol == "early stopping" else 0.5, label=f"{method}, {protocol}")
+    ax.axhline(pivot.loc[task, "observation"], color="gray", ls=":", lw=1, label="observation")
     ax.set(xscale="log", yscale="log", title=task, xlabel="training pairs", ylabel="test MSE")
-axes[0].legend()
+axes[0].legend(fontsize=7)
 fig.tight_layout()
 report.save_figure(fig, "06_data_efficiency", "Test MSE against the number of task pairs: hybrid (frozen "
-                   "denoiser + learned task energy) vs IREM from scratch, same network and 200 (images) / 600 "
-                   "(signals) training steps; mean over training seeds with 95% seed intervals. Full profile, CPU.")
-dpiv = table_data.pivot_table(index=["task", "n_pairs"], columns="method", values="test_mse")
+                   "denoiser + learned task energy) vs IREM from scratch, same network; solid: each size trained "
+                   "with early stopping (signals: to a flat validation curve; deblurring: capped at 1,000 steps, "
+                   "still improving); dashed, faded: equal steps (200 images / 600 signals); mean over 3 training "
+                   "seeds with 95% seed intervals. Full profile, CPU.")
+display(table_data.drop(columns="per_seed"))
+display(degradation)
 de_verdicts
+
+# %% [markdown]
+# **Reading (full run, 3 seeds, 500 test problems).**
+#
+# - *Signals, trained to a flat validation curve* (every model stopped by the plateau rule; best validation after
+#   80–2,000 steps): the hybrid is better with 50 pairs (4.3e-4 vs 7.4e-4) and 200 pairs (2.6e-4 vs 5.1e-4), there is no
+#   measurable difference with 1,000, and **scratch is better with all 5,000 pairs** (1.1e-4 vs 1.9e-4). The
+#   frozen prior makes the hybrid learn fast and degrade little when data are scarce (MSE(50)/MSE(5,000) 2.3 vs
+#   6.6 for scratch), but it also caps what the hybrid reaches: it plateaus after ~700 steps where scratch keeps
+#   improving to ~2,000. At equal steps (600) the hybrid looked 2× better at every size only because scratch
+#   had not finished learning. The pre-registered check "hybrid below scratch at every size, trained to
+#   convergence" therefore **failed** at 1,000 and 5,000 pairs; those two are kept as values, not asserted.
+# - *Deblurring, early stopping capped at 1,000 steps* (5 × the equal-step budget): 22 of 24 models were still
+#   improving at the cap (by 4–9 % on average over their last 200 steps), so this is **not yet convergence**; the resumable
+#   states are committed (`data/train_state/`), and raising `converge_cap` with `RETRAIN="missing"` continues
+#   them exactly. At 1,000 steps both arms halve their error (≈ 0.0072 → 0.0037), the size hardly matters
+#   (50 pairs: 0.0039 for both), there is no measurable difference between the arms at 50, 200 and 1,000 pairs,
+#   and scratch is better at 5,000 (0.0031 vs 0.0033). The claim "rich priors make adaptation robust to limited
+#   task data" is not supported on deblurring at this budget; 50 pairs already suffice for this task and
+#   network.
 
 # %% [markdown]
 # ## 5. Curriculum, gradient-norm balancing and multi-scale training (deblurring, all pairs)
@@ -815,9 +934,10 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 #
 # The verdicts below are computed from the tables above: a comparison between trained arms is called only when
 # the seed-level 95 % interval of the difference excludes zero (3 training seeds per arm), so they are the
-# measurement's, not the seed's. Committed full run: 500 test problems (256 in section 8), evaluation 17 min
-# on one CPU thread (6 min on 2); 115 models, 1–2 min of one thread each (seeds 1–2 trained with two trainings sharing the
-# CPU, so their wall times are ~1.5× those of seed 0). Numbers rounded.
+# measurement's, not the seed's. Committed full run: 500 test problems (256 in section 8), evaluation 7 min on
+# 2 CPU threads; 163 models: 115 at the fixed budgets, 1–2 min of one thread each (seeds 1–2 trained with two
+# trainings sharing the CPU, so their wall times are ~1.5× those of seed 0), and the 48 early-stopped models of
+# section 4 (deblurring 6–12 min of one thread each, two trainings sharing the CPU; signals seconds). Numbers rounded.
 #
 # - **Signs.** Held after correction: the corrected update equals −σ² times a central finite difference of the
 #   exact energy to 1e-10 and lowers it for every problem at h = 0.001, 0.05 and 0.2; the seed's signs give
@@ -833,9 +953,16 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 #   reaches the target (1.1 × the better final error) in 67 / 108 / 92 / 308 steps on completion / deblur /
 #   superres / signal vs 125 / 150 (1 of 3 seeds) / 125 / never for scratch; but each of its steps costs ~2× on
 #   this CPU, so in wall time it gets there no sooner on images (41 vs 39 s completion, 41 vs 35 s superres).
-# - **Data efficiency.** *Not measurable on deblurring* at any size (50 to 5,000 pairs; scratch/hybrid 1.09–1.19,
-#   every interval includes 0): the earlier one-seed "15 % better with 50 pairs" was within seed noise. Held on the
-#   1-D signals at every size (1.8–2.0×). Training is step-limited at this budget (same steps for every size).
+# - **Data efficiency.** At equal steps: *not measurable on deblurring* at any size (50 to 5,000 pairs;
+#   scratch/hybrid 1.09–1.19, every interval includes 0; the earlier one-seed "15 % better with 50 pairs" was
+#   seed noise), 1.8–2.0× on the signals. Trained with early stopping, the picture changes: on the signals (flat
+#   validation curves) the hybrid is better with 50 and 200 pairs (1.7×, 1.9×) and degrades far less with little
+#   data (MSE(50)/MSE(5,000) 2.3 vs 6.6), but ties at 1,000 and **loses at 5,000 pairs** (1.9e-4 vs 1.1e-4): the
+#   frozen prior helps when data are scarce and caps the asymptote (a pre-registered check, "better at every
+#   size", failed at 1,000 and 5,000 and is reported, not asserted). On deblurring at 1,000 steps (still
+#   improving at the cap: not converged) both arms halve their error, 50 pairs suffice, and there is no
+#   measurable difference except at 5,000 pairs, where scratch is better. The 200-step budget of sections 3 and
+#   5 is far from convergence for both arms, so their "no measurable difference" holds at that budget only.
 # - **Curriculum, balancing, multi-scale.** Not held: the seed's curriculum (0.0101) is worse than its own end
 #   point held fixed (0.0087), which is worse than α = β = 1 (0.0069); gradient-norm balancing is worse (0.0104);
 #   multi-scale training shows no measurable difference (0.0076).
@@ -874,7 +1001,9 @@ verdicts = {
         verdicts_of(s2_verdicts, where=lambda t: t.comparison == "hybrid vs prior only"),
     "faster training: mean validation error over training (seed level)": verdicts_of(speed_verdicts),
     "data efficiency: hybrid vs scratch at each size (seed level)": {
-        f"{r.task} n={r.n_pairs}": r.verdict for r in de_verdicts.itertuples()},
+        f"{r.task} n={r.n_pairs}, {r.protocol}": r.verdict for r in de_verdicts.itertuples()},
+    "robustness to little data: degradation MSE(50) / MSE(all), hybrid vs scratch (seed level)": {
+        f"{r.task}, {r.protocol}": r.verdict for r in degradation.itertuples()},
     "strategy 1: equivariance itself (equivariant vs biased, same inputs)":
         verdicts_of(s1_verdicts, where=lambda t: t.isolates == "equivariance (same inputs)"),
     "strategy 1: seeing y (biased vs the seed's additive)": verdicts_of(s1_verdicts, where=lambda t: t.isolates == "seeing y"),
