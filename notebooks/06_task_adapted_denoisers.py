@@ -37,7 +37,7 @@
 # | the hybrid update d = α∇E_task − βf + γ∇E_c descends E | seed §5.2 | derived signs; exact energies of a Gaussian mixture: our direction is −σ²∇E by finite differences and descends E, the seed's climbs it |
 # | modular conditioning preserves the bias-free property | seed §6.1 | scale-equivariance error at random scales of the seed's additive modulation, an equivariant one and its biased control (same inputs); task error of all three, 3 seeds |
 # | an explicit task energy on the implicit prior adapts fast | seed §6.2, §9.3 "faster than training from scratch" | validation curves (3 seeds); mean validation error over training; steps and wall time to 1.1 × the better final error |
-# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks, 3 seeds, equal steps and each size trained to validation convergence; degradation MSE(50) / MSE(all) per arm |
+# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks, 3 seeds, equal steps and each size trained with early stopping; degradation MSE(50) / MSE(all) per arm |
 # | progressive adapters add tasks while preserving earlier ones | seed §6.3, §9.2 | every task's error after each addition: per-task adapters vs one shared adapter vs fine-tuning the denoiser |
 # | curriculum, gradient-norm balancing and multi-scale training help | seed §7.1–7.2 | each against fixed weights / a fixed start noise, same budget |
 # | adaptive computation: harder problems take more iterations | seed §4.3, §9 | iterations spent under adaptive stopping vs the number of observed rows |
@@ -49,8 +49,8 @@
 # relies on (measured in section 6).
 #
 # **Scale.** CPU budget: 200 training steps of batch 24 per image model, 600 of batch 64 per signal model
-# (K = 6 unrolled steps, h = 0.5); in section 4 each data-efficiency size is trained a second time to validation
-# convergence (early stopping, capped at 1,000 / 6,000 steps); image task energies have 15k parameters,
+# (K = 6 unrolled steps, h = 0.5); in section 4 each data-efficiency size is trained a second time with early
+# stopping (to a flat validation curve, or a cap of 1,000 / 6,000 steps); image task energies have 15k parameters,
 # modulations 13k (additive) and 23k (equivariant and its biased control), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
 # internal (hybrid vs scratch with identical budgets, stated in section 3).
 #
