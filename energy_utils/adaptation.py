@@ -292,6 +292,15 @@ def curve_mean(curve) -> float:
     return float(np.sum((errs[1:] + errs[:-1]) / 2 * np.diff(steps)) / (steps[-1] - steps[0]))
 
 
+def late_improvement(curve, window: int = 200) -> float:
+    """How far from flat a validation curve [(step, error, wall), ...] ends: the % by which its error fell over
+    its last ``window`` steps, 100·(err(s_K − window) / err(s_K) − 1), with err(s_K − window) the last point at
+    or before that step (negative: the error rose, i.e. over-fitting; NaN if the curve is shorter than ``window``)."""
+    last_step, last_err = curve[-1][0], curve[-1][1]
+    before = [err for step, err, _ in curve if step <= last_step - window]
+    return 100 * (before[-1] / last_err - 1) if before else float("nan")
+
+
 def steps_to_target(curve, target: float):
     """(step, train wall seconds) at which a validation curve first reaches ``target``; (None, None) if never."""
     for step, err, wall in curve:

@@ -94,12 +94,21 @@ def check_retrain(retrain):
     return retrain
 
 
-def should_train(name: str, retrain) -> bool:
+def should_train(name: str, retrain, step_cap: int | None = None) -> bool:
     """A notebook's ``RETRAIN`` parameter applied to one model: False loads the committed full-profile weights,
     True trains, ``"missing"`` trains only when ``name`` has no committed full-profile checkpoint (the same
-    weights as a full retraining when each model is seeded on its own)."""
+    weights as a full retraining when each model is seeded on its own). For a model trained with early stopping
+    under a step cap, ``"missing"`` with ``step_cap`` also trains (resumes) a committed model that was stopped by
+    a lower cap before its validation curve flattened (its meta: ``cap`` < ``step_cap``, ``converged_at`` None)."""
     check_retrain(retrain)
-    return retrain is True or (retrain == "missing" and not has_checkpoint(name, "full"))
+    if retrain != "missing":
+        return retrain
+    if not has_checkpoint(name, "full"):
+        return True
+    if step_cap is None:
+        return False
+    meta = load_checkpoint(name, "full")["meta"]
+    return meta.get("converged_at") is None and meta.get("cap", step_cap) < step_cap
 
 
 def verify_manifest() -> list[str]:

@@ -1,4 +1,5 @@
 """Task-adaptation pieces of notebook 06: tasks, energies, modulations, the hybrid source's options, training."""
+import math
 import pytest
 import torch
 
@@ -96,12 +97,17 @@ def test_gradnorm_balancing_weights_sum_to_one():
     assert torch.allclose(d, f * b / (a + b + 1e-8) - gE * a / (a + b + 1e-8), atol=1e-6)
 
 
+def scratch_signal_solver(hidden=64):
+    """A signal task energy trained from scratch (IREM: β = 0) and its source, seeded."""
+    torch.manual_seed(0)
+    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH, hidden=hidden)
+    return V, HybridSource(None, V, None, beta=0.0, explicit_scale="unit")
+
+
 def test_training_through_the_unroll_lowers_the_validation_error():
     sig = at.make_signal_task(256, 0)
     val = at.make_signal_task(32, 1)
-    torch.manual_seed(0)
-    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH, hidden=64)
-    src = HybridSource(None, V, None, beta=0.0, explicit_scale="unit")
+    V, src = scratch_signal_solver()
     hist = ad.train_solver(V, src, sig, val, n_steps=40, batch=32, lr=3e-3, unroll_steps=4, h=0.5, sigma0=0.2,
                            seed=0, val_every=39)
     assert hist["curve"][-1][1] < 0.9 * hist["curve"][0][1]
@@ -124,6 +130,14 @@ def test_fine_tuning_with_frozen_norm_keeps_batch_norm_statistics():
     assert len(hist["curve"]) == 2
 
 
+def test_late_improvement_says_how_far_from_flat_a_curve_ends():
+    falling = [(0, 4.0, 0), (100, 2.2, 1), (200, 2.0, 2), (300, 2.0, 3), (400, 1.0, 4)]
+    assert ad.late_improvement(falling, window=200) == pytest.approx(100.0)     # 2.0 at step 200 -> 1.0 at 400
+    rising = [(0, 1.0, 0), (100, 0.5, 1), (200, 1.0, 2)]
+    assert ad.late_improvement(rising, window=100) == pytest.approx(-50.0)      # over-fitting: negative
+    assert math.isnan(ad.late_improvement(rising, window=500))
+
+
 def test_curve_mean_is_the_time_average_of_the_validation_curve():
     flat = [(0, 2.0, 0.0), (10, 2.0, 1.0), (30, 2.0, 2.0)]
     assert ad.curve_mean(flat) == pytest.approx(2.0)
@@ -140,9 +154,7 @@ def test_early_stopping_trains_to_the_plateau_and_restores_the_best_weights():
     # before the 3,000-step cap with the weights of the lowest validation error
     sig = at.make_signal_task(16, 0)
     val = at.make_signal_task(32, 1)
-    torch.manual_seed(0)
-    V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH, hidden=64)
-    src = HybridSource(None, V, None, beta=0.0, explicit_scale="unit")
+    V, src = scratch_signal_solver()
     hist = ad.train_solver(V, src, sig, val, n_steps=3000, batch=16, lr=3e-3, unroll_steps=4, h=0.5, sigma0=0.2,
                            seed=0, val_every=10, early_stopping=dict(patience=3, max_reductions=1))
     errors = [c[1] for c in hist["curve"]]
@@ -159,9 +171,7 @@ def test_early_stopping_resumed_to_a_higher_cap_from_a_kept_state_equals_one_run
     stop = dict(patience=2, max_reductions=3)
 
     def run(cap, scratch):
-        torch.manual_seed(0)
-        V = ad.VectorTaskEnergy(at.SIGNAL_LENGTH, hidden=32)
-        src = HybridSource(None, V, None, beta=0.0, explicit_scale="unit")
+        V, src = scratch_signal_solver(hidden=32)
         hist = ad.train_solver(V, src, sig, val, n_steps=cap, batch=16, lr=3e-3, unroll_steps=3, h=0.5, sigma0=0.2,
                                seed=0, val_every=10, scratch=scratch, early_stopping=stop)
         return V, hist
