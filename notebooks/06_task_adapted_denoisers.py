@@ -361,15 +361,6 @@ def config_tag(job):
 MODELS, TRAIN_LOG = {}, {}
 
 
-def capped_below_budget(name, job):
-    """An early-stopping model committed at a lower step cap than the current one, without having converged:
-    ``RETRAIN="missing"`` resumes it from its committed training state (``data/train_state/``)."""
-    if not (JOBS[job][2].get("converge") and checkpoints.has_checkpoint(name, "full")):
-        return False
-    meta = checkpoints.load_checkpoint(name, "full")["meta"]
-    return meta["converged_at"] is None and meta["cap"] < budget(JOBS[job][0], True)[0]
-
-
 def get(job):
     """The trained model of ``job`` as (module, source): trained now (RETRAIN) or the committed weights."""
     if job in MODELS:
@@ -377,14 +368,15 @@ def get(job):
     task, kind, opt = JOBS[job]
     module, source = build(job)
     name = f"06_{job}"
-    if checkpoints.should_train(name, RETRAIN) or (RETRAIN == "missing" and capped_below_budget(name, job)):
+    steps, batch = budget(task, opt.get("converge", False))
+    # "missing" also resumes an early-stopped model that a lower step cap stopped (from data/train_state/)
+    if checkpoints.should_train(name, RETRAIN, step_cap=steps if opt.get("converge") else None):
         if opt.get("init"):
             module.load_state_dict(get(opt["init"])[0].state_dict())
         scratch = scratch_dir(PROFILE, f"{name}_{config_tag(job)}")
         store = checkpoints.training_state_path(name, PROFILE) if opt.get("converge") else None
         if store is not None and RETRAIN == "missing":
             restore_training_state(store, scratch / "train_state.pt")
-        steps, batch = budget(task, opt.get("converge", False))
         hist = train_job(job, module, source, steps, batch, scratch=scratch)
         stopping = {}
         if store is not None:   # a model stopped by the cap keeps its state, so a higher cap resumes it exactly
@@ -616,14 +608,6 @@ def size_job(method, task, n, protocol):
     return f"{method}_{task}" + ("" if n == TRAIN["sizes"][-1] else f"_n{n}")
 
 
-def late_gain(curve, window=200):
-    """How far from flat a validation curve ends: % by which its error fell over its last ``window`` steps
-    (negative: it rose, i.e. over-fitting)."""
-    last_step, last_err = curve[-1][0], curve[-1][1]
-    before = [err for step, err, _ in curve if step <= last_step - window]
-    return 100 * (before[-1] / last_err - 1) if before else float("nan")
-
-
 PROTOCOLS = ("equal steps", "early stopping")
 rows, de_verdicts, degradation = [], [], []
 for task in ("deblur", "signal"):
@@ -642,7 +626,7 @@ for task in ("deblur", "signal"):
                              else budget(task)[0],
                              "stopped_before_cap": f"{sum(lg['converged_at'] is not None for lg in logs)}/{len(logs)}"
                              if protocol == "early stopping" else "n/a (fixed steps)",
-                             "val_gain_last_200_steps_%": float(np.mean([late_gain(lg["curve"]) for lg in logs])),
+                             "val_gain_last_200_steps_%": float(np.mean([ad.late_improvement(lg["curve"]) for lg in logs])),
                              "train_wall_s_mean": float(np.mean([lg["wall_time_s"] for lg in logs]))})
             per_size[n] = per_seed
             c = stats.compare_arms(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
