@@ -73,14 +73,36 @@ def degrade(name: str, images: torch.Tensor, labels: torch.Tensor | None, genera
         rows = torch.as_tensor(rows).expand(B).to(device)
         mask = (torch.arange(28, device=device)[None, :] < rows[:, None]).float()[:, None, :, None].expand(B, 1, 28, 28)
         return render(images * mask, mask, labels)
-    if name == "deblur":
-        obs = F.conv2d(images, blur_kernel().to(device, images.dtype), padding=4)
-    elif name == "superres":
-        obs = F.interpolate(F.avg_pool2d(images, FACTOR), scale_factor=FACTOR, mode="nearest")
-    else:
+    if name not in IMAGE_TASKS:
         raise ValueError(f"unknown image task {name!r}; choose from {IMAGE_TASKS}")
+    obs = forward_model(name)(images)
     obs = obs + _noise(obs.shape, NOISE_STD, generator, device)
     return render(obs, torch.ones_like(obs))
+
+
+def forward_model(name: str):
+    """The noise-free linear degradation of ``deblur``, ``superres`` or ``signal`` as a function of the answers
+    (the observation is this plus noise of std :data:`NOISE_STD`). The solvers never see it: they learn the task from
+    pairs; it serves the known-operator linear-MMSE control."""
+    if name == "deblur":
+        return lambda y: F.conv2d(y, blur_kernel().to(y.device, y.dtype), padding=4)
+    if name == "superres":
+        return lambda y: F.interpolate(F.avg_pool2d(y, FACTOR), scale_factor=FACTOR, mode="nearest")
+    if name == "signal":
+        return lambda y: F.interpolate(F.avg_pool1d(y[:, None], FACTOR), scale_factor=FACTOR, mode="nearest")[:, 0]
+    raise ValueError(f"no linear forward model for task {name!r}; choose from ('deblur', 'superres', 'signal')"
+                     + (" (completion is a mask with a given label)" if name == "completion" else ""))
+
+
+def input_features(x: torch.Tensor) -> torch.Tensor:
+    """The task input as one flat vector per problem, without the rendering's redundancy (the ridge-map control's
+    features): for images the observation and mask pixels and the label one-hot (its planes are constant, so one
+    pixel of each), 2·784 + 10 entries; signals as they are."""
+    if x.ndim == 2:
+        return x
+    if x.ndim != 4 or x.shape[1] != X_CHANNELS:
+        raise ValueError(f"expected task inputs of shape (B, {X_CHANNELS}, H, W) or signals (B, length), got {tuple(x.shape)}")
+    return torch.cat([x[:, :2].flatten(1), x[:, 2:, 0, 0]], dim=1)
 
 
 def completion_constraint(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,8 +123,7 @@ def degrade_signal(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """x = upsample(avg_pool_4(y)) + 0.02 z, same length as y."""
     if y.ndim != 2:
         raise ValueError(f"expected signals of shape (B, length), got {tuple(y.shape)}")
-    low = F.avg_pool1d(y[:, None], FACTOR)
-    obs = F.interpolate(low, scale_factor=FACTOR, mode="nearest")[:, 0]
+    obs = forward_model("signal")(y)
     return obs + _noise(obs.shape, NOISE_STD, generator, y.device)
 
 

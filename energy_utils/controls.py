@@ -11,6 +11,12 @@ covariance C already does. For that prior everything is exact and linear:
   :mod:`energy_utils.operators`):  with K = C M (MᵀCM + σ_n² I)⁻¹,
   E[x | x_c] = μ + K (x_c − Mᵀμ),   Cov[x | x_c] = C − K MᵀC;  exact posterior samples are
   E[x | x_c] + L z with L Lᵀ = Cov[x | x_c].
+* **any linear forward model**, b = A x + n, n ~ N(0, σ_n² I), A a dense (m, d) matrix (a blur, a pooling;
+  :func:`linear_matrix` builds it from the forward function): E[x | b] = μ + C Aᵀ (A C Aᵀ + σ_n² I)⁻¹ (b − Aμ).
+* **ridge regression on task pairs** (:class:`RidgeMap`): the best affine map from inputs to answers learned
+  from n pairs only, ŷ = ȳ + (x − x̄) W with W = (X̃ᵀX̃ + λI)⁻¹ X̃ᵀỸ (centred data): the control of a solver
+  that learns a task from pairs without knowing the degradation. As n grows it tends to the linear-MMSE
+  estimator of the answer given the input.
 * **prior mean with the observations kept**: M x_c + (I − MMᵀ) μ (the measured part is the observation, the
   rest the average training example) — the control of "fill the hole with the mean digit".
 
@@ -159,6 +165,77 @@ class GaussianPrior:
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         z = torch.randn(n, self.d, dtype=torch.float64, generator=generator)
         return (self.mean + z @ self.chol_prior.T).reshape(n, *self.shape)
+
+    def linear_posterior_mean(self, A: torch.Tensor, b: torch.Tensor, noise_var: float) -> torch.Tensor:
+        """E[x | b] = μ + C Aᵀ (A C Aᵀ + σ_n² I)⁻¹ (b − Aμ) for b (B, ...) = A x + N(0, σ_n² I), A dense (m, d)."""
+        A = torch.as_tensor(A, dtype=torch.float64).cpu()
+        if A.ndim != 2 or A.shape[1] != self.d:
+            raise ValueError(f"A must be a dense (m, {self.d}) matrix, got {tuple(A.shape)}")
+        if noise_var <= 0:
+            raise ValueError(f"noise_var must be > 0 (a general A need not be invertible), got {noise_var}")
+        B = _flat(b.cpu())
+        if B.shape[1] != A.shape[0]:
+            raise ValueError(f"measurements have {B.shape[1]} entries per example, A has {A.shape[0]} rows")
+        CA = self.cov @ A.T
+        S = A @ CA + noise_var * torch.eye(A.shape[0], dtype=torch.float64)
+        out = self.mean + torch.linalg.solve(S, (B - self.mean @ A.T).T).T @ CA.T
+        return out.reshape(b.shape[0], *self.shape).to(device=b.device, dtype=b.dtype)
+
+
+def linear_matrix(forward, shape: tuple[int, ...]) -> torch.Tensor:
+    """The dense (m, d) matrix A of a linear map ``forward`` from (B, *shape) to (B, ...): column j is A e_j."""
+    d = math.prod(shape)
+    eye = torch.eye(d, dtype=torch.float64).reshape(d, *shape)
+    cols = forward(eye).reshape(d, -1)
+    if not torch.allclose(forward(2 * eye[:1]).reshape(1, -1), 2 * cols[:1]):
+        raise ValueError("forward is not linear (A(2x) != 2A(x)): remove offsets and noise from it")
+    return cols.T.contiguous()
+
+
+class RidgeMap:
+    """Affine map ŷ = ȳ + (x − x̄) W fitted by ridge regression on pairs (x_i, y_i); see the module docstring.
+
+    Inputs and answers are flattened; the primal (features × features) or dual (pairs × pairs) system is solved,
+    whichever is smaller — the two give the same W."""
+
+    def __init__(self, x_mean: torch.Tensor, y_mean: torch.Tensor, W: torch.Tensor, y_shape: tuple[int, ...], ridge: float):
+        self.x_mean, self.y_mean, self.W, self.y_shape, self.ridge = x_mean, y_mean, W, tuple(y_shape), ridge
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, y: torch.Tensor, ridge: float) -> "RidgeMap":
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"need as many inputs as answers, got {x.shape[0]} and {y.shape[0]}")
+        if x.shape[0] < 2:
+            raise ValueError("need at least two pairs to fit a ridge map")
+        if ridge <= 0:
+            raise ValueError(f"ridge must be > 0, got {ridge}")
+        X, Y = _flat(x.cpu()), _flat(y.cpu())
+        xm, ym = X.mean(0), Y.mean(0)
+        Xc, Yc = X - xm, Y - ym
+        n, p = Xc.shape
+        if p <= n:
+            W = torch.linalg.solve(Xc.T @ Xc + ridge * torch.eye(p, dtype=torch.float64), Xc.T @ Yc)
+        else:
+            W = Xc.T @ torch.linalg.solve(Xc @ Xc.T + ridge * torch.eye(n, dtype=torch.float64), Yc)
+        return cls(xm, ym, W, tuple(y.shape[1:]), ridge)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        X = _flat(x.cpu())
+        if X.shape[1] != self.x_mean.numel():
+            raise ValueError(f"inputs have {X.shape[1]} entries per example, the map was fitted on {self.x_mean.numel()}")
+        out = self.y_mean + (X - self.x_mean) @ self.W
+        return out.reshape(x.shape[0], *self.y_shape).to(device=x.device, dtype=x.dtype)
+
+    @classmethod
+    def fit_validated(cls, x, y, val_x, val_y, ridges=tuple(10.0 ** k for k in range(-3, 4))):
+        """The map of the ridge in ``ridges`` with the lowest validation MSE, and {ridge: validation MSE}."""
+        scores, best = {}, None
+        for r in ridges:
+            m = cls.fit(x, y, r)
+            scores[r] = (m(val_x).cpu().double() - val_y.cpu().double().reshape(val_x.shape[0], *m.y_shape)).pow(2).mean().item()
+            if best is None or scores[r] < scores[best.ridge]:
+                best = m
+        return best, scores
 
 
 def operator_matrix(operator) -> torch.Tensor:

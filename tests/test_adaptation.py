@@ -188,3 +188,26 @@ def test_early_stopping_resumed_to_a_higher_cap_from_a_kept_state_equals_one_run
     assert hist_resumed["best_step"] == hist_direct["best_step"]
     for a, b in zip(resumed.state_dict().values(), direct.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_image_degradations_are_their_linear_forward_model_plus_noise():
+    images, labels = digits()
+    for name in ("deblur", "superres"):
+        x = at.degrade(name, images, labels, torch.Generator().manual_seed(0))
+        residual = x[:, 0:1] - at.forward_model(name)(images)
+        assert abs(residual.std().item() - at.NOISE_STD) < 0.002
+    y = at.make_signals(50, torch.Generator().manual_seed(0))
+    residual = at.degrade_signal(y, torch.Generator().manual_seed(1)) - at.forward_model("signal")(y)
+    assert abs(residual.std().item() - at.NOISE_STD) < 0.002
+    with pytest.raises(ValueError, match="completion is a mask"):
+        at.forward_model("completion")
+
+
+def test_input_features_keep_observation_mask_and_label():
+    images, labels = digits()
+    x = at.degrade("completion", images, labels, torch.Generator().manual_seed(0), rows=10)
+    f = at.input_features(x)
+    assert f.shape == (6, 2 * 784 + 10)
+    assert torch.equal(f[:, :784], x[:, 0].flatten(1)) and torch.equal(f[:, -10:].argmax(1), labels)
+    with pytest.raises(ValueError, match="task inputs of shape"):
+        at.input_features(x[:, :3])

@@ -108,3 +108,57 @@ def test_fit_and_clear_errors():
         p.denoise(torch.zeros(2, *SHAPE), -1.0)
     with pytest.raises(ValueError, match="at least two"):
         controls.GaussianPrior.fit(x[:1])
+
+
+def test_linear_posterior_mean_reduces_to_the_denoiser_and_to_the_orthonormal_measurement(prior):
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(4, *SHAPE, generator=g, dtype=torch.float64)
+    assert torch.allclose(prior.linear_posterior_mean(torch.eye(D, dtype=torch.float64), y, 0.3),
+                          prior.denoise(y, 0.3), atol=1e-10)
+    Q, _ = torch.linalg.qr(torch.randn(D, 3, generator=g, dtype=torch.float64))
+    xc = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(prior.linear_posterior_mean(Q.T, xc, 0.05), prior.posterior_mean(DenseOperator(Q), xc, 0.05),
+                          atol=1e-10)
+    with pytest.raises(ValueError, match="dense"):
+        prior.linear_posterior_mean(torch.eye(D + 1, dtype=torch.float64), y, 0.3)
+    with pytest.raises(ValueError, match="must be > 0"):
+        prior.linear_posterior_mean(Q.T, xc, 0.0)
+
+
+def test_linear_matrix_applies_like_its_function_and_rejects_affine_maps():
+    g = torch.Generator().manual_seed(6)
+    kernel = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64)
+    blur = lambda v: torch.nn.functional.conv2d(v, kernel, padding=1)   # noqa: E731
+    A = controls.linear_matrix(blur, (1, 5, 5))
+    x = torch.randn(3, 1, 5, 5, generator=g, dtype=torch.float64)
+    assert A.shape == (25, 25)
+    assert torch.allclose(x.reshape(3, -1) @ A.T, blur(x).reshape(3, -1))
+    with pytest.raises(ValueError, match="not linear"):
+        controls.linear_matrix(lambda v: v + 1.0, (1, 5, 5))
+
+
+def test_ridge_map_recovers_an_affine_map_and_primal_equals_dual():
+    g = torch.Generator().manual_seed(7)
+    B, c = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(3, dtype=torch.float64, generator=g)
+    x = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    m = controls.RidgeMap.fit(x, x @ B + c, ridge=1e-8)                     # more pairs than features: primal
+    assert torch.allclose(m.W, B, atol=1e-6) and torch.allclose(m(x[:5]), x[:5] @ B + c, atol=1e-6)
+    # fewer pairs than features: the dual solve equals the primal formula
+    x, y = torch.randn(6, 10, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    primal = torch.linalg.solve(xc.T @ xc + 0.5 * torch.eye(10, dtype=torch.float64), xc.T @ yc)
+    assert torch.allclose(controls.RidgeMap.fit(x, y, 0.5).W, primal, atol=1e-10)
+    with pytest.raises(ValueError, match="as many inputs"):
+        controls.RidgeMap.fit(x, y[:5], 1.0)
+    with pytest.raises(ValueError, match="ridge must be > 0"):
+        controls.RidgeMap.fit(x, y, 0.0)
+
+
+def test_validated_ridge_picks_the_lowest_validation_error():
+    g = torch.Generator().manual_seed(8)
+    B = torch.randn(20, 20, generator=g, dtype=torch.float64)
+    x = torch.randn(300, 20, generator=g, dtype=torch.float64)
+    y = x @ B + 3.0 * torch.randn(300, 20, generator=g, dtype=torch.float64)
+    best, scores = controls.RidgeMap.fit_validated(x[:30], y[:30], x[200:], y[200:], ridges=(1e-3, 1.0, 10.0, 1e4))
+    assert best.ridge == min(scores, key=scores.get)
+    assert scores[1e4] > scores[best.ridge]                              # over-regularised: near the mean answer

@@ -142,14 +142,17 @@ def test_should_train_applies_retrain_to_one_model():
         checkpoints.should_train(committed, "yes")
 
 
-def test_should_train_missing_resumes_a_model_stopped_by_a_lower_step_cap():
-    capped, flat = "06_hybrid_deblur_n50_converged", "06_hybrid_signal_n50_converged"
-    assert checkpoints.load_checkpoint(capped)["meta"]["converged_at"] is None
-    assert checkpoints.load_checkpoint(capped)["meta"]["cap"] == 1000
+def test_should_train_missing_resumes_a_model_stopped_by_a_lower_step_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints.paths, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    monkeypatch.setattr(checkpoints, "MANIFEST", tmp_path / "MANIFEST.json")
+    capped, flat = "capped_model", "flat_model"
+    checkpoints.save_checkpoint(capped, {}, {"cap": 1000, "converged_at": None}, "full")
+    checkpoints.save_checkpoint(flat, {}, {"cap": 1000, "converged_at": 700}, "full")
     assert checkpoints.should_train(capped, "missing", step_cap=2000)
     assert not checkpoints.should_train(capped, "missing", step_cap=1000)
     assert not checkpoints.should_train(capped, "missing") and not checkpoints.should_train(capped, False, step_cap=2000)
     assert not checkpoints.should_train(flat, "missing", step_cap=10**6)      # its curve flattened: nothing to resume
+    assert checkpoints.should_train("never_trained", "missing", step_cap=10)
 
 
 def test_fit_learns_resumes_and_guards_divergence(tmp_path):
