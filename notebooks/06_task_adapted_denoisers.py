@@ -36,8 +36,8 @@
 # |---|---|---|
 # | the hybrid update d = α∇E_task − βf + γ∇E_c descends E | seed §5.2 | derived signs; exact energies of a Gaussian mixture: our direction is −σ²∇E by finite differences and descends E, the seed's climbs it |
 # | modular conditioning preserves the bias-free property | seed §6.1 | scale-equivariance error at random scales of the seed's additive modulation, an equivariant one and its biased control (same inputs); task error of all three, 3 seeds |
-# | an explicit task energy on the implicit prior adapts fast | seed §6.2, §9.3 "faster than training from scratch" | validation curves (3 seeds); mean validation error over training; steps and wall time to 1.1 × the better final error |
-# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks, 3 seeds, equal steps and each size trained with early stopping; degradation MSE(50) / MSE(all) per arm |
+# | an explicit task energy on the implicit prior adapts fast | seed §6.2, §9.3 "faster than training from scratch" | test error against IREM from scratch and the controls (observation, prior only, a ridge map on the same pairs, known-operator linear MMSE), at 200 steps and with early stopping; validation curves (3 seeds); mean validation error over training; steps and wall time to 1.1 × the better final error |
+# | rich priors make adaptation robust to limited task data | seed §9.2 | test error with 50 / 200 / 1,000 / all pairs, hybrid vs scratch, two tasks, 3 seeds, equal steps and each size trained with early stopping, against a ridge map fitted on the same pairs; degradation MSE(50) / MSE(all) per arm |
 # | progressive adapters add tasks while preserving earlier ones | seed §6.3, §9.2 | every task's error after each addition: per-task adapters vs one shared adapter vs fine-tuning the denoiser |
 # | curriculum, gradient-norm balancing and multi-scale training help | seed §7.1–7.2 | each against fixed weights / a fixed start noise, same budget |
 # | adaptive computation: harder problems take more iterations | seed §4.3, §9 | iterations spent under adaptive stopping vs the number of observed rows |
@@ -50,7 +50,7 @@
 #
 # **Scale.** CPU budget: 200 training steps of batch 24 per image model, 600 of batch 64 per signal model
 # (K = 6 unrolled steps, h = 0.5); in section 4 each data-efficiency size is trained a second time with early
-# stopping (to a flat validation curve, or a cap of 1,000 / 6,000 steps); image task energies have 15k parameters,
+# stopping (to a flat validation curve, or a cap of 2,000 / 6,000 steps); image task energies have 15k parameters,
 # modulations 13k (additive) and 23k (equivariant and its biased control), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
 # internal (hybrid vs scratch with identical budgets, stated in section 3).
 #
@@ -88,7 +88,7 @@ import torch
 
 from energy_utils import adaptation as ad
 from energy_utils import adaptation_tasks as at
-from energy_utils import checkpoints, data, denoisers, engine, networks, stats, tasks
+from energy_utils import checkpoints, controls, data, denoisers, engine, networks, stats, tasks
 from energy_utils.densities import random_mixture
 from energy_utils.hybrid import HybridSource, central_difference_gradient
 from energy_utils.paths import scratch_dir
@@ -109,7 +109,7 @@ TRAIN = dict(steps=200, batch=24, lr=2e-3, unroll=6, h=0.5, sigma0=0.4, val_ever
              # data efficiency trained to validation convergence (section 4): constant rate, halved after 4
              # validations (100 steps) without a 0.5 % gain, stopped at the second plateau or at the cap;
              # the weights of the lowest validation error are kept
-             converge=dict(patience=4, factor=0.5, max_reductions=1, rel_tol=0.005), converge_cap=1000,
+             converge=dict(patience=4, factor=0.5, max_reductions=1, rel_tol=0.005), converge_cap=2000,
              signal_converge_cap=6000)
 ADAPTIVE = dict(max_iter=60, sigma_L=0.01, tol=0.005, rows=[20, 14, 8], ks_h0=0.2, ks_beta=0.5, diverge_sigma=2.0)
 report = Report("06_task_adapted_denoisers", PROFILE, SEED, device,
@@ -252,6 +252,53 @@ report.check("the signal prior denoises (MSE reduction at σ=0.1)", sig_gain, 3.
 PRIORS = {**{name: den for name in at.IMAGE_TASKS}, "signal": sig_den}
 print(f"signal denoiser: MSE reduced {sig_gain:.1f}× at σ = 0.1")
 
+# %% [markdown]
+# ### The linear controls every learned solver must beat
+#
+# Two closed-form solutions (`energy_utils.controls`), beside the observation and the untrained prior:
+#
+# - **ridge map on the same pairs** (`RidgeMap.fit_validated`): the best affine map from the task input
+#   (observation, mask and label, `adaptation_tasks.input_features`) to the answer, fitted on the same training
+#   pairs as the learned solvers (all 5,000 here, the first n in section 4), its ridge chosen on the same 128
+#   validation pairs that their early stopping uses. Like them it sees only pairs. For completion the observed
+#   rows are kept, as the learned solvers' constraint keeps them.
+# - **linear MMSE with the known degradation** (`GaussianPrior.linear_posterior_mean`): a Gaussian prior fitted
+#   to the prior's own training data (the MNIST training digits; 20,000 fresh sinusoid sums) with the true blur /
+#   pooling matrix and noise level (`adaptation_tasks.forward_model`), which the learned solvers never see: the
+#   best a linear method can do knowing the physics (deblurring, super-resolution, signals).
+
+# %%
+GAUSS = {"image": controls.GaussianPrior.fit(mnist_train.images),
+         "signal": controls.GaussianPrior.fit(at.make_signals(20_000, torch.Generator().manual_seed(SEED + 7)))}
+
+
+def ridge_estimate(task, n=None):
+    """Test-set answers of the validated ridge map fitted on the first ``n`` (default all) training pairs."""
+    train, val, test = (DATA[task][k] for k in ("train", "val", "test"))
+    train = train if n is None else train.subset(n)
+    fit, _ = controls.RidgeMap.fit_validated(at.input_features(train.x), train.y, at.input_features(val.x), val.y)
+    est = fit(at.input_features(test.x))
+    if task == "completion":                       # keep the observed rows, as the constraint does
+        est = test.x[:, 1:2] * test.x[:, 0:1] + (1 - test.x[:, 1:2]) * est
+    return est
+
+
+def control_estimates(task):
+    """Test-set answers of the linear controls of ``task``, by name."""
+    t = DATA[task]["test"]
+    out = {"ridge map (same pairs)": ridge_estimate(task)}
+    if task != "completion":
+        A = controls.linear_matrix(at.forward_model(task), tuple(t.y.shape[1:]))
+        obs = t.x[:, 0:1] if task in at.IMAGE_TASKS else t.x
+        out["linear MMSE, known operator"] = GAUSS["signal" if task == "signal" else "image"].linear_posterior_mean(
+            A, obs, at.NOISE_STD ** 2)
+    return out
+
+
+CONTROLS = {task: control_estimates(task) for task in (*at.IMAGE_TASKS, "signal")}
+pd.DataFrame([{"task": task, "control": k, "test_mse": tasks.mse(est, DATA[task]["test"].y).mean().item()}
+              for task, ests in CONTROLS.items() for k, est in ests.items()])
+
 # %%
 def constraint(task):
     return at.completion_constraint if task == "completion" else None
@@ -281,7 +328,7 @@ for task in ("deblur", "signal"):
     for n in TRAIN["sizes"][:-1]:
         for method, beta in (("hybrid", 1.0), ("scratch", 0.0)):
             JOBS[f"{method}_{task}_n{n}"] = (task, "energy", dict(beta=beta, n=n))
-    for n in TRAIN["sizes"]:   # each size trained to validation convergence (early stopping)
+    for n in TRAIN["sizes"]:   # each size trained with early stopping (section 4; all pairs also in section 3)
         for method, beta in (("hybrid", 1.0), ("scratch", 0.0)):
             JOBS[f"{method}_{task}_n{n}_converged"] = (task, "energy", dict(beta=beta, n=n, converge=True))
 JOBS["hybrid_deblur_curriculum"] = ("deblur", "energy", dict(beta=1.0, n=5000, weights="curriculum"))
@@ -429,8 +476,10 @@ if cfg["tiny_steps"]:
 #
 # Test error (per-pixel MSE of y_K, K = 6) on held-out problems for every task, mean over 3 training seeds with
 # the seed-level 95 % interval; `observation` is the degraded input itself, `prior only` runs the same iteration
-# with the denoiser (and, for completion, the known constraint) but no learned energy (neither is trained: the
-# trained arms are compared with them by whether their seed interval lies wholly below). For completion, `label kept` is the fraction of completions that notebook
+# with the denoiser (and, for completion, the known constraint) but no learned energy, and the two linear controls
+# of section 2 (none of these is trained with a seed: the trained arms are compared with them by whether their
+# seed interval lies wholly below). On deblurring and signals each arm is also shown trained with the early
+# stopping of section 4 on the same 5,000 pairs (to a flat validation curve, or a cap of 2,000 / 6,000 steps). For completion, `label kept` is the fraction of completions that notebook
 # 03's classifier assigns to the conditioning label.
 
 # %%
@@ -472,36 +521,49 @@ def seed_values(job, task, metric=None):
 
 
 rows, s2_rows = [], []
-S2_ARMS = {"scratch (IREM)": "scratch", "hybrid (strategy 2)": "hybrid"}
+# the section-3 budget (200 steps, cosine decay) and early stopping on the same 5,000 pairs (cap in TRAIN)
+S2_ARMS = {"scratch (IREM)": "scratch_{}", "hybrid (strategy 2)": "hybrid_{}",
+           "scratch (IREM), early stopping": "scratch_{}_n5000_converged", "hybrid, early stopping": "hybrid_{}_n5000_converged"}
+S2_PAIRS = {"": ("scratch (IREM)", "hybrid (strategy 2)"),
+            ", early stopping": ("scratch (IREM), early stopping", "hybrid, early stopping")}
+EARLY_STOPPED = ("deblur", "signal")   # the tasks with early-stopped models (section 4)
 for task in (*at.IMAGE_TASKS, "signal"):
     t = DATA[task]["test"]
     obs = t.x[:, 0:1] if task in at.IMAGE_TASKS else t.x
-    fixed = {"observation": tasks.mse(obs, t.y), "prior only": test_errors(task, hybrid_source(task, None, 1.0))}
+    fixed = {"observation": tasks.mse(obs, t.y), "prior only": test_errors(task, hybrid_source(task, None, 1.0)),
+             **{k: tasks.mse(est, t.y) for k, est in CONTROLS[task].items()}}
     for method, err in fixed.items():
         row = {"task": task, "method": method, "test_mse": err.mean().item(), "seed_ci": "no training",
                "sem_over_problems": (err.std() / np.sqrt(len(err))).item()}
         if task == "completion":
-            row["label_kept"] = label_kept(obs if method == "observation" else run_unroll(task, hybrid_source(task, None, 1.0)))
+            row["label_kept"] = label_kept({"observation": obs, "prior only": run_unroll(task, hybrid_source(task, None, 1.0)),
+                                            **CONTROLS[task]}[method])
         rows.append(row)
     per_seed = {}
-    for method, arm in S2_ARMS.items():
-        per_seed[arm] = seed_values(f"{arm}_{task}", task)
-        iv = stats.seed_interval(per_seed[arm])
+    for method, pattern in S2_ARMS.items():
+        if "early stopping" in method and task not in EARLY_STOPPED:
+            continue
+        per_seed[method] = seed_values(pattern.format(task), task)
+        iv = stats.seed_interval(per_seed[method])
         row = {"task": task, "method": method, "test_mse": iv.mean, "seed_ci": str(iv), "sem_over_problems": float("nan")}
         if task == "completion":
-            row["label_kept"] = float(np.mean(seed_values(f"{arm}_{task}", task,
+            row["label_kept"] = float(np.mean(seed_values(pattern.format(task), task,
                                                           lambda tk, src: label_kept(run_unroll(tk, src)))))
         rows.append(row)
-    c = stats.compare_arms(per_seed["scratch"], per_seed["hybrid"], "scratch", "hybrid")
-    s2_rows.append({"task": task, "comparison": "hybrid vs scratch (IREM)", "difference (hybrid − other)": c.difference.mean,
-                    "ci_low": c.difference.low, "ci_high": c.difference.high, "verdict": c.verdict})
-    for base in ("prior only", "observation"):
-        ref = fixed[base].mean().item()
-        iv = stats.seed_interval(per_seed["hybrid"])
-        v = stats.compare_to_reference(per_seed["hybrid"], ref)
-        s2_rows.append({"task": task, "comparison": f"hybrid vs {base}", "difference (hybrid − other)": iv.mean - ref,
-                        "ci_low": iv.low - ref, "ci_high": iv.high - ref,
-                        "verdict": {"better": "hybrid better", "worse": f"{base} better"}.get(v, v)})
+    for suffix, (scratch_arm, hybrid_arm) in S2_PAIRS.items():
+        if hybrid_arm not in per_seed:
+            continue
+        c = stats.compare_arms(per_seed[scratch_arm], per_seed[hybrid_arm], "scratch", "hybrid")
+        s2_rows.append({"task": task, "comparison": f"hybrid vs scratch (IREM){suffix}",
+                        "difference (hybrid − other)": c.difference.mean, "ci_low": c.difference.low,
+                        "ci_high": c.difference.high, "verdict": c.verdict})
+        for base in fixed:
+            ref = fixed[base].mean().item()
+            iv = stats.seed_interval(per_seed[hybrid_arm])
+            v = stats.compare_to_reference(per_seed[hybrid_arm], ref)
+            s2_rows.append({"task": task, "comparison": f"hybrid vs {base}{suffix}", "difference (hybrid − other)": iv.mean - ref,
+                            "ci_low": iv.low - ref, "ci_high": iv.high - ref,
+                            "verdict": {"better": "hybrid better", "worse": f"{base} better"}.get(v, v)})
 table_s2 = pd.DataFrame(rows)
 report.table("strategy2_vs_scratch", table_s2)
 s2_verdicts = pd.DataFrame(s2_rows)
@@ -513,8 +575,35 @@ for task in pivot.index:
 if PROFILE == "full":   # pre-registered before the 3-seed run: the learned energy must add to the prior alone
     for r in s2_verdicts[s2_verdicts.comparison == "hybrid vs prior only"].itertuples():
         report.check(f"seed level: hybrid below prior only ({r.task}) (CI high of hybrid − prior only)", r.ci_high, 0.0, "<")
+    # pre-registered (2026-12-01, before the controls were first computed): the hybrid beats the ridge map fitted on
+    # the same pairs, at either budget; the known-operator linear MMSE knows the physics the solvers learn, so it is
+    # reported, not required. The first computation of the controls (a development run, same day) showed the
+    # 200-step hybrid losing on completion, super-resolution and signals, and the final run the early-stopped one on
+    # signals: kept as values, not asserted (section 9).
+    FAILED = {"": {"completion", "superres", "signal"}, ", early stopping": {"signal"}}
+    for suffix in S2_PAIRS:
+        for r in s2_verdicts[s2_verdicts.comparison == f"hybrid vs ridge map (same pairs){suffix}"].itertuples():
+            label = f"seed level: hybrid{suffix} below the ridge map on the same pairs ({r.task}) (CI high of hybrid − ridge)"
+            if r.task in FAILED[suffix]:
+                report.value(f"pre-registered, failed, reported not asserted: {label}", r.ci_high)
+            else:
+                report.check(label, r.ci_high, 0.0, "<")
 display(table_s2)
 s2_verdicts
+
+# %% [markdown]
+# **Reading (full run, 3 seeds, 500 test problems).** The linear controls are strong. The ridge map fitted on
+# the same 5,000 pairs beats both 200-step arms on completion (0.025 vs 0.039; it keeps the label 96 % of the time
+# against 71 %, because the label's one-hot enters the affine map), on super-resolution (0.0254 vs 0.0275; the
+# known-operator linear MMSE 0.0252) and on the signals (9.3e-5 vs 1.9e-4). Only on deblurring does the 200-step
+# hybrid beat it (0.0069 vs 0.0092; known operator 0.0086). Trained with early stopping, deblurring falls to
+# 0.0030 (hybrid) and 0.0028 (scratch), a third of the ridge map's error, but on the signals neither arm reaches the
+# ridge map (hybrid 1.9e-4, scratch 1.1e-4). These signals (three sinusoids of at most 4 cycles, seen through 4×
+# pooling at 16 samples) are almost linearly recoverable, and the six-step learned iteration does not match the
+# linear answer. Why is not measured here. The check "hybrid below the ridge map" was written before the controls
+# were first computed. It failed at 200 steps on completion, super-resolution and signals (seen in a development
+# run, then in the final run) and with early stopping on signals (final run). Those results are kept as values,
+# not asserted. Not done here: early stopping for completion and super-resolution (≈ 80 min of two CPU threads).
 
 # %% [markdown]
 # ### Budgets, and training speed
@@ -589,7 +678,7 @@ speed_verdicts
 # - **equal steps**: every size gets the same 200 × 24 images / 600 × 64 signals with cosine decay (the budget of
 #   section 3), so small sets are seen many times and the large ones about once: step-limited, not data-limited;
 # - **early stopping**, to validation convergence or a cap (`train_solver(early_stopping=…)`): a constant rate (2·10⁻³), halved after 4
-#   validations (100 steps) without a 0.5 % improvement, stopped at the second such plateau or at a cap of 1,000
+#   validations (100 steps) without a 0.5 % improvement, stopped at the second such plateau or at a cap of 2,000
 #   steps (images) / 6,000 (signals), and the weights of the lowest validation error kept. Validation uses the
 #   128 held-out pairs of section 2 (made from test digits that are not test problems, the same for every size
 #   and both arms, so early stopping sees 128 labelled pairs beyond the training set — alike for both arms).
@@ -641,8 +730,26 @@ for task in ("deblur", "signal"):
                             "ci_low": c.difference.low, "ci_high": c.difference.high,
                             "verdict": {"hybrid better": "hybrid degrades less",
                                         "scratch better": "scratch degrades less"}.get(c.verdict, c.verdict)})
+# the ridge-map control fitted on the same first n pairs (closed form, no seed), and each trained arm against it
+ridge_rows = []
+for task in ("deblur", "signal"):
+    for n in TRAIN["sizes"]:
+        ridge = tasks.mse(ridge_estimate(task, n), DATA[task]["test"].y).mean().item()
+        rows.append({"task": task, "protocol": "closed form", "n_pairs": n, "method": "ridge map (same pairs)",
+                     "test_mse": ridge, "ci_half": 0.0, "per_seed": [ridge]})
+        for protocol in PROTOCOLS:
+            for method in ("hybrid", "scratch"):
+                vals = next(r["per_seed"] for r in rows if (r["task"], r["protocol"], r["n_pairs"], r["method"])
+                            == (task, protocol, n, method))
+                iv = stats.seed_interval(vals)
+                ridge_rows.append({"task": task, "protocol": protocol, "n_pairs": n, "arm": method,
+                                   "arm − ridge": iv.mean - ridge, "ci_low": iv.low - ridge, "ci_high": iv.high - ridge,
+                                   "verdict": {"better": f"{method} better", "worse": "ridge better"}.get(
+                                       stats.compare_to_reference(vals, ridge), "no measurable difference")})
 table_data = pd.DataFrame(rows)
 report.table("data_efficiency", table_data)
+de_vs_ridge = pd.DataFrame(ridge_rows)
+report.table("data_efficiency_vs_ridge", de_vs_ridge)
 de_verdicts = pd.DataFrame(de_verdicts)
 report.table("data_efficiency_verdicts", de_verdicts)
 degradation = pd.DataFrame(degradation)
@@ -658,6 +765,16 @@ if PROFILE == "full":
             report.value(f"pre-registered, failed in the final run, reported not asserted: {label}", r.ci_high)
         else:
             report.check(label, r.ci_high, 0.0, "<")
+    # pre-registered (2026-12-01, before the ridge control was first computed): with early stopping the hybrid
+    # beats the ridge map fitted on the same pairs at every size, on both tasks; it failed in the final run on
+    # signals at every size (kept as values, not asserted)
+    for r in de_vs_ridge[(de_vs_ridge.protocol == "early stopping") & (de_vs_ridge.arm == "hybrid")].itertuples():
+        label = (f"seed level, early stopping: {r.task} hybrid below the ridge map on the same {r.n_pairs} pairs "
+                 "(CI high of hybrid − ridge)")
+        if r.task == "signal":
+            report.value(f"pre-registered, failed in the final run, reported not asserted: {label}", r.ci_high)
+        else:
+            report.check(label, r.ci_high, 0.0, "<")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for ax, task in zip(axes, ("deblur", "signal")):
     for method, colour in (("hybrid", "C0"), ("scratch", "C1")):
@@ -666,16 +783,22 @@ for ax, task in zip(axes, ("deblur", "signal")):
             ax.errorbar(d.n_pairs * (1.04 if protocol == "early stopping" else 0.96), d.test_mse, yerr=d.ci_half.fillna(0),
                         marker="o" if protocol == "early stopping" else "s", ms=4, capsize=3, ls=style, color=colour,
                         alpha=1.0 if protocol == "early stopping" else 0.5, label=f"{method}, {protocol}")
+    d = table_data[(table_data.task == task) & (table_data.protocol == "closed form")]
+    ax.plot(d.n_pairs, d.test_mse, "^-.", color="C2", ms=4, label="ridge map (same pairs)")
+    ax.axhline(pivot.loc[task, "linear MMSE, known operator"], color="C2", ls=":", lw=1,
+               label="linear MMSE, known operator")
     ax.axhline(pivot.loc[task, "observation"], color="gray", ls=":", lw=1, label="observation")
     ax.set(xscale="log", yscale="log", title=task, xlabel="training pairs", ylabel="test MSE")
 axes[0].legend(fontsize=7)
 fig.tight_layout()
 report.save_figure(fig, "06_data_efficiency", "Test MSE against the number of task pairs: hybrid (frozen "
                    "denoiser + learned task energy) vs IREM from scratch, same network; solid: each size trained "
-                   "with early stopping (signals: to a flat validation curve; deblurring: capped at 1,000 steps, "
-                   "still improving); dashed, faded: equal steps (200 images / 600 signals); mean over 3 training "
-                   "seeds with 95% seed intervals. Full profile, CPU.")
+                   "with early stopping (signals: all to a flat validation curve; deblurring: 22 of 24, two at the "
+                   "2,000-step cap); dashed, faded: equal steps (200 images / 600 signals); mean over 3 training "
+                   "seeds with 95% seed intervals; green: the ridge map fitted on the same pairs (closed form) and "
+                   "the linear MMSE that knows the degradation. Full profile, CPU.")
 display(table_data.drop(columns="per_seed"))
+display(de_vs_ridge)
 display(degradation)
 de_verdicts
 
@@ -690,14 +813,22 @@ de_verdicts
 #   improving to ~2,000. At equal steps (600) the hybrid looked 2× better at every size only because scratch
 #   had not finished learning. The pre-registered check "hybrid below scratch at every size, trained to
 #   convergence" therefore **failed** at 1,000 and 5,000 pairs; those two are kept as values, not asserted.
-# - *Deblurring, early stopping capped at 1,000 steps* (5 × the equal-step budget): 22 of 24 models were still
-#   improving at the cap (by 4–9 % on average over their last 200 steps), so this is **not yet convergence**; the resumable
-#   states are committed (`data/train_state/`), and raising `converge_cap` with `RETRAIN="missing"` continues
-#   them exactly. At 1,000 steps both arms halve their error (≈ 0.0072 → 0.0037), the size hardly matters
-#   (50 pairs: 0.0039 for both), there is no measurable difference between the arms at 50, 200 and 1,000 pairs,
-#   and scratch is better at 5,000 (0.0031 vs 0.0033). The claim "rich priors make adaptation robust to limited
-#   task data" is not supported on deblurring at this budget; 50 pairs already suffice for this task and
-#   network.
+# - *Deblurring, early stopping with a 2,000-step cap* (10 × the equal-step budget; the models capped at 1,000
+#   steps in the previous run were resumed exactly from their committed states): 22 of 24 models stopped by the
+#   plateau rule, at their best validation after 1,040–1,720 steps on average per cell. The other two (scratch,
+#   seed 0, 200 and 5,000 pairs) were still improving at the cap, by 0.3 % and 2.9 % over their last 200 steps. Both arms
+#   reach 0.0028–0.0042, and there is **no measurable difference between them at any size** (50 pairs: hybrid
+#   0.0038, scratch 0.0034; 5,000: 0.0030, 0.0028; at 1,000 one scratch seed stopped early at 0.0052, which widens
+#   that interval). There is also no difference in degradation: MSE(50)/MSE(5,000) is 1.24 for the hybrid and 1.22
+#   for scratch. At the earlier 1,000-step cap scratch looked better with 5,000 pairs; that was before
+#   convergence. Both arms beat the **ridge map fitted on the same pairs** by far at every size: the ridge map
+#   scores 0.058 with 50 pairs and 0.0092 with 5,000, so either learned solver with 50 pairs beats the linear map
+#   with 5,000. The claim "rich priors make adaptation robust to limited task data" is not supported on
+#   deblurring: the learned iteration is data-efficient with or without the frozen prior.
+# - *Against the ridge map on signals*: the ridge map beats every learned arm at every size (1.5e-4 with 50 pairs,
+#   9.3e-5 with 5,000), except scratch with 1,000 pairs (no measurable difference; one seed at 3.9e-4). The
+#   pre-registered check "early-stopped hybrid below the ridge map at every size" holds on deblurring and failed
+#   on signals at every size (kept as values).
 
 # %% [markdown]
 # ## 5. Curriculum, gradient-norm balancing and multi-scale training (deblurring, all pairs)
@@ -921,7 +1052,8 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 # measurement's, not the seed's. Committed full run: 500 test problems (256 in section 8), evaluation 7 min on
 # 2 CPU threads; 163 models: 115 at the fixed budgets, 1–2 min of one thread each (seeds 1–2 trained with two
 # trainings sharing the CPU, so their wall times are ~1.5× those of seed 0), and the 48 early-stopped models of
-# section 4 (deblurring 6–12 min of one thread each, two trainings sharing the CPU; signals seconds). Numbers rounded.
+# section 4 (deblurring 7–20 min of one thread each up to 2,000 steps, two trainings sharing the CPU; signals
+# seconds). Numbers rounded.
 #
 # - **Signs.** Held after correction: the corrected update equals −σ² times a central finite difference of the
 #   exact energy to 1e-10 and lowers it for every problem at h = 0.001, 0.05 and 0.2; the seed's signs give
@@ -932,6 +1064,11 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 #   difference include 0); the hybrid is better on the 1-D signals (0.00019 vs 0.00039, 2×). On every task the
 #   learned energy adds to the prior alone (e.g. deblurring 0.0069 vs 0.035). The prior helps the
 #   class-conditional part: completions keep their label 71 % of the time vs 68 % from scratch (62 % observed).
+# - **Against the linear controls: mostly not held.** A ridge map fitted on the same pairs beats both 200-step
+#   arms on completion (0.025, label kept 96 %), super-resolution (0.0254) and signals (9.3e-5). The hybrid beats
+#   it only on deblurring (0.0069 vs 0.0092), and by 3× once trained with early stopping (0.0030). On signals
+#   the ridge map stays better even after early stopping (hybrid 1.9e-4, scratch 1.1e-4). Each learned arm is
+#   reported as losing where it loses. The pre-registered check failed there and is kept as a value.
 # - **Training speed.** Held per step, not per second: the mean validation error over training is lower for the
 #   hybrid on completion, deblurring and signals (no measurable difference on super-resolution), and the hybrid
 #   reaches the target (1.1 × the better final error) in 67 / 108 / 92 / 308 steps on completion / deblur /
@@ -943,10 +1080,12 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 #   validation curves) the hybrid is better with 50 and 200 pairs (1.7×, 1.9×) and degrades far less with little
 #   data (MSE(50)/MSE(5,000) 2.3 vs 6.6), but ties at 1,000 and **loses at 5,000 pairs** (1.9e-4 vs 1.1e-4): the
 #   frozen prior helps when data are scarce and caps the asymptote (a pre-registered check, "better at every
-#   size", failed at 1,000 and 5,000 and is reported, not asserted). On deblurring at 1,000 steps (still
-#   improving at the cap: not converged) both arms halve their error, 50 pairs suffice, and there is no
-#   measurable difference except at 5,000 pairs, where scratch is better. The 200-step budget of sections 3 and
-#   5 is far from convergence for both arms, so their "no measurable difference" holds at that budget only.
+#   size", failed at 1,000 and 5,000 and is reported, not asserted). On deblurring trained to a flat curve (22 of
+#   24 models; two at the 2,000-step cap), both arms more than halve their error (≈ 0.0072 → 0.0028–0.0042) and
+#   50 pairs suffice. There is no measurable difference between the arms at any size, nor in degradation (1.24 vs
+#   1.22), and both beat the ridge map on the same pairs at every size (0.058 with 50 pairs). The 200-step budget
+#   of sections 3 and 5 is far from convergence for both arms, so their "no measurable difference" holds at that
+#   budget only.
 # - **Curriculum, balancing, multi-scale.** Not held: the seed's curriculum (0.0101) is worse than its own end
 #   point held fixed (0.0087), which is worse than α = β = 1 (0.0069); gradient-norm balancing is worse (0.0104);
 #   multi-scale training shows no measurable difference (0.0076).
@@ -983,6 +1122,11 @@ verdicts = {
         verdicts_of(s2_verdicts, where=lambda t: t.comparison == "hybrid vs scratch (IREM)"),
     "the learned task energy adds to the prior alone (seed level)":
         verdicts_of(s2_verdicts, where=lambda t: t.comparison == "hybrid vs prior only"),
+    "strategy 2 vs IREM from scratch, both trained with early stopping (test MSE, seed level)":
+        verdicts_of(s2_verdicts, where=lambda t: t.comparison == "hybrid vs scratch (IREM), early stopping"),
+    "the hybrid against the linear controls (seed level; 200 steps / early stopping)": {
+        f"{r.task}: {r.comparison.removeprefix('hybrid vs ')}": r.verdict for r in s2_verdicts.itertuples()
+        if "ridge map" in r.comparison or "linear MMSE" in r.comparison},
     "faster training: mean validation error over training (seed level)": verdicts_of(speed_verdicts),
     "data efficiency: hybrid vs scratch at each size (seed level)": {
         f"{r.task} n={r.n_pairs}, {r.protocol}": r.verdict for r in de_verdicts.itertuples()},
