@@ -121,3 +121,16 @@ def compare_to_reference(values, reference: float, lower_is_better: bool = True,
     if above or below:
         return "better" if below == lower_is_better else "worse"
     return NO_DIFFERENCE
+
+
+def versus_reference(values, reference: float, arm: str, reference_name: str, lower_is_better: bool = True,
+                     level: float = 0.95) -> dict:
+    """One table row for a trained arm against a deterministic reference: the arm's mean minus the reference,
+    its seed interval shifted by the reference (``ci_low``, ``ci_high``) and the verdict of
+    :func:`compare_to_reference` worded with the names ("<arm> better", "<reference_name> better", or
+    "no measurable difference at this budget")."""
+    iv = seed_interval(values, level)
+    verdict = compare_to_reference(values, reference, lower_is_better, level)
+    verdict = {"better": f"{arm} better", "worse": f"{reference_name} better"}.get(verdict, verdict)
+    return {"difference": iv.mean - reference, "ci_low": iv.low - reference, "ci_high": iv.high - reference,
+            "verdict": verdict}

@@ -49,8 +49,9 @@
 # relies on (measured in section 6).
 #
 # **Scale.** CPU budget: 200 training steps of batch 24 per image model, 600 of batch 64 per signal model
-# (K = 6 unrolled steps, h = 0.5); in section 4 each data-efficiency size is trained a second time with early
-# stopping (to a flat validation curve, or a cap of 3,000 / 6,000 steps); image task energies have 15k parameters,
+# (K = 6 unrolled steps, h = 0.5); every task's all-pairs models (section 3) and each data-efficiency size
+# (section 4) are trained a second time with early stopping (to a flat validation curve, or a cap of 3,000 / 6,000
+# steps); image task energies have 15k parameters,
 # modulations 13k (additive) and 23k (equivariant and its biased control), signal energies 115k. The seed gives no numbers to compare with, so every comparison is
 # internal (hybrid vs scratch with identical budgets, stated in section 3).
 #
@@ -331,6 +332,9 @@ for task in ("deblur", "signal"):
     for n in TRAIN["sizes"]:   # each size trained with early stopping (section 4; all pairs also in section 3)
         for method, beta in (("hybrid", 1.0), ("scratch", 0.0)):
             JOBS[f"{method}_{task}_n{n}_converged"] = (task, "energy", dict(beta=beta, n=n, converge=True))
+for task in ("completion", "superres"):   # all pairs with early stopping (section 3), as deblur and signal have
+    for method, beta in (("hybrid", 1.0), ("scratch", 0.0)):
+        JOBS[f"{method}_{task}_n5000_converged"] = (task, "energy", dict(beta=beta, n=5000, converge=True))
 JOBS["hybrid_deblur_curriculum"] = ("deblur", "energy", dict(beta=1.0, n=5000, weights="curriculum"))
 JOBS["hybrid_deblur_fixed_end"] = ("deblur", "energy", dict(beta=1.0, n=5000, weights="fixed_final"))
 JOBS["hybrid_deblur_gradnorm"] = ("deblur", "energy", dict(beta=1.0, n=5000, balance="gradnorm"))
@@ -478,8 +482,8 @@ if cfg["tiny_steps"]:
 # the seed-level 95 % interval; `observation` is the degraded input itself, `prior only` runs the same iteration
 # with the denoiser (and, for completion, the known constraint) but no learned energy, and the two linear controls
 # of section 2 (none of these is trained with a seed: the trained arms are compared with them by whether their
-# seed interval lies wholly below). On deblurring and signals each arm is also shown trained with the early
-# stopping of section 4 on the same 5,000 pairs (to a flat validation curve, or a cap of 3,000 / 6,000 steps). For completion, `label kept` is the fraction of completions that notebook
+# seed interval lies wholly below). Each arm is also shown trained with the early stopping of section 4 on the
+# same 5,000 pairs (to a flat validation curve, or a cap of 3,000 / 6,000 steps). For completion, `label kept` is the fraction of completions that notebook
 # 03's classifier assigns to the conditioning label.
 
 # %%
@@ -526,7 +530,6 @@ S2_ARMS = {"scratch (IREM)": "scratch_{}", "hybrid (strategy 2)": "hybrid_{}",
            "scratch (IREM), early stopping": "scratch_{}_n5000_converged", "hybrid, early stopping": "hybrid_{}_n5000_converged"}
 S2_PAIRS = {"": ("scratch (IREM)", "hybrid (strategy 2)"),
             ", early stopping": ("scratch (IREM), early stopping", "hybrid, early stopping")}
-EARLY_STOPPED = ("deblur", "signal")   # the tasks with early-stopped models (section 4)
 for task in (*at.IMAGE_TASKS, "signal"):
     t = DATA[task]["test"]
     obs = t.x[:, 0:1] if task in at.IMAGE_TASKS else t.x
@@ -541,8 +544,6 @@ for task in (*at.IMAGE_TASKS, "signal"):
         rows.append(row)
     per_seed = {}
     for method, pattern in S2_ARMS.items():
-        if "early stopping" in method and task not in EARLY_STOPPED:
-            continue
         per_seed[method] = seed_values(pattern.format(task), task)
         iv = stats.seed_interval(per_seed[method])
         row = {"task": task, "method": method, "test_mse": iv.mean, "seed_ci": str(iv), "sem_over_problems": float("nan")}
@@ -551,19 +552,14 @@ for task in (*at.IMAGE_TASKS, "signal"):
                                                           lambda tk, src: label_kept(run_unroll(tk, src)))))
         rows.append(row)
     for suffix, (scratch_arm, hybrid_arm) in S2_PAIRS.items():
-        if hybrid_arm not in per_seed:
-            continue
         c = stats.compare_arms(per_seed[scratch_arm], per_seed[hybrid_arm], "scratch", "hybrid")
         s2_rows.append({"task": task, "comparison": f"hybrid vs scratch (IREM){suffix}",
                         "difference (hybrid − other)": c.difference.mean, "ci_low": c.difference.low,
                         "ci_high": c.difference.high, "verdict": c.verdict})
         for base in fixed:
-            ref = fixed[base].mean().item()
-            iv = stats.seed_interval(per_seed[hybrid_arm])
-            v = stats.compare_to_reference(per_seed[hybrid_arm], ref)
-            s2_rows.append({"task": task, "comparison": f"hybrid vs {base}{suffix}", "difference (hybrid − other)": iv.mean - ref,
-                            "ci_low": iv.low - ref, "ci_high": iv.high - ref,
-                            "verdict": {"better": "hybrid better", "worse": f"{base} better"}.get(v, v)})
+            row = stats.versus_reference(per_seed[hybrid_arm], fixed[base].mean().item(), "hybrid", base)
+            s2_rows.append({"task": task, "comparison": f"hybrid vs {base}{suffix}",
+                            "difference (hybrid − other)": row.pop("difference"), **row})
 table_s2 = pd.DataFrame(rows)
 report.table("strategy2_vs_scratch", table_s2)
 s2_verdicts = pd.DataFrame(s2_rows)
@@ -580,10 +576,14 @@ if PROFILE == "full":   # pre-registered before the 3-seed run: the learned ener
     # reported, not required. The first computation of the controls (a development run, same day) showed the
     # 200-step hybrid losing on completion, super-resolution and signals, and the final run the early-stopped one on
     # signals: kept as values, not asserted (section 9).
+    # Completion and super-resolution were trained with early stopping after that, and their validation errors
+    # were seen during training, so their comparison with the ridge map is reported as a verdict, not checked.
     FAILED = {"": {"completion", "superres", "signal"}, ", early stopping": {"signal"}}
     for suffix in S2_PAIRS:
         for r in s2_verdicts[s2_verdicts.comparison == f"hybrid vs ridge map (same pairs){suffix}"].itertuples():
             label = f"seed level: hybrid{suffix} below the ridge map on the same pairs ({r.task}) (CI high of hybrid − ridge)"
+            if suffix and r.task in ("completion", "superres"):
+                continue
             if r.task in FAILED[suffix]:
                 report.value(f"pre-registered, failed, reported not asserted: {label}", r.ci_high)
             else:
@@ -596,14 +596,24 @@ s2_verdicts
 # the same 5,000 pairs beats both 200-step arms on completion (0.025 vs 0.039; it keeps the label 96 % of the time
 # against 71 %, because the label's one-hot enters the affine map), on super-resolution (0.0254 vs 0.0275; the
 # known-operator linear MMSE 0.0252) and on the signals (9.3e-5 vs 1.9e-4). Only on deblurring does the 200-step
-# hybrid beat it (0.0069 vs 0.0092; known operator 0.0086). Trained with early stopping, deblurring falls to
-# 0.0030 (hybrid) and 0.0028 (scratch), a third of the ridge map's error, but on the signals neither arm reaches the
-# ridge map (hybrid 1.9e-4, scratch 1.1e-4). These signals (three sinusoids of at most 4 cycles, seen through 4×
-# pooling at 16 samples) are almost linearly recoverable, and the six-step learned iteration does not match the
-# linear answer. Why is not measured here. The check "hybrid below the ridge map" was written before the controls
-# were first computed. It failed at 200 steps on completion, super-resolution and signals (seen in a development
-# run, then in the final run) and with early stopping on signals (final run). Those results are kept as values,
-# not asserted. Not done here: early stopping for completion and super-resolution (≈ 80 min of two CPU threads).
+# hybrid beat it (0.0069 vs 0.0092; known operator 0.0086). The 200-step budget is far from convergence on every
+# task. Trained with early stopping (every model stopped by the plateau rule, none at the cap):
+#
+# - *deblurring* falls to 0.0030 (hybrid) and 0.0028 (scratch), no measurable difference, a third of the ridge
+#   map's error;
+# - *super-resolution* falls to 0.0207 (hybrid) and 0.0208 (scratch), no measurable difference, below the ridge
+#   map (0.0254) and the known-operator linear MMSE (0.0252);
+# - *completion* is the one image task where the arms separate: hybrid 0.0298 vs scratch 0.0344 (hybrid better,
+#   interval −0.0073 to −0.0020), label kept 84 % vs 73 %. But both stay above the ridge map (0.0248, 96 %);
+# - on the *signals* neither arm reaches the ridge map (hybrid 1.9e-4, scratch 1.1e-4; scratch better). These
+#   signals (three sinusoids of at most 4 cycles, seen through 4× pooling at 16 samples) are almost linearly
+#   recoverable, and the six-step learned iteration does not match the linear answer. Why is not measured here.
+#
+# The check "hybrid below the ridge map" was written before the controls were first computed. It failed at 200
+# steps on completion, super-resolution and signals (seen in a development run, then in the final run) and with
+# early stopping on signals (final run). Those results are kept as values, not asserted. The early-stopped
+# completion and super-resolution models were trained after that, and their validation errors were seen while
+# they trained, so their comparison with the ridge map is a verdict in the table, not a check.
 
 # %% [markdown]
 # ### Budgets, and training speed
@@ -741,11 +751,9 @@ for task in ("deblur", "signal"):
             for method in ("hybrid", "scratch"):
                 vals = next(r["per_seed"] for r in rows if (r["task"], r["protocol"], r["n_pairs"], r["method"])
                             == (task, protocol, n, method))
-                iv = stats.seed_interval(vals)
+                row = stats.versus_reference(vals, ridge, method, "ridge")
                 ridge_rows.append({"task": task, "protocol": protocol, "n_pairs": n, "arm": method,
-                                   "arm − ridge": iv.mean - ridge, "ci_low": iv.low - ridge, "ci_high": iv.high - ridge,
-                                   "verdict": {"better": f"{method} better", "worse": "ridge better"}.get(
-                                       stats.compare_to_reference(vals, ridge), "no measurable difference")})
+                                   "arm − ridge": row.pop("difference"), **row})
 table_data = pd.DataFrame(rows)
 report.table("data_efficiency", table_data)
 de_vs_ridge = pd.DataFrame(ridge_rows)
@@ -1048,10 +1056,11 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 # The verdicts below are computed from the tables above: a comparison between trained arms is called only when
 # the seed-level 95 % interval of the difference excludes zero (3 training seeds per arm), so they are the
 # measurement's, not the seed's. Committed full run: 500 test problems (256 in section 8), evaluation 7–10 min on
-# 2 CPU threads; 163 models: 115 at the fixed budgets, 1–2 min of one thread each (seeds 1–2 trained with two
-# trainings sharing the CPU, so their wall times are ~1.5× those of seed 0), and the 48 early-stopped models of
+# 2 CPU threads; 175 models: 115 at the fixed budgets, 1–2 min of one thread each (seeds 1–2 trained with two
+# trainings sharing the CPU, so their wall times are ~1.5× those of seed 0), the 48 early-stopped models of
 # section 4 (deblurring 7–20 min of one thread each, 600–2,130 steps, two trainings sharing the CPU; signals
-# seconds). Numbers rounded.
+# seconds) and 12 early-stopped completion and super-resolution models of section 3 (680–1,350 steps, 5–13 min
+# of one thread each). Numbers rounded.
 #
 # - **Signs.** Held after correction: the corrected update equals −σ² times a central finite difference of the
 #   exact energy to 1e-10 and lowers it for every problem at h = 0.001, 0.05 and 0.2; the seed's signs give
@@ -1062,11 +1071,14 @@ report.save_figure(fig, "06_examples", "One test digit per task: the observation
 #   difference include 0); the hybrid is better on the 1-D signals (0.00019 vs 0.00039, 2×). On every task the
 #   learned energy adds to the prior alone (e.g. deblurring 0.0069 vs 0.035). The prior helps the
 #   class-conditional part: completions keep their label 71 % of the time vs 68 % from scratch (62 % observed).
+#   Trained with early stopping on the same pairs, the hybrid is better on completion (0.0298 vs 0.0344, label
+#   kept 84 % vs 73 %), ties on deblurring and super-resolution, and is worse on the signals (1.9e-4 vs 1.1e-4).
 # - **Against the linear controls: mostly not held.** A ridge map fitted on the same pairs beats both 200-step
-#   arms on completion (0.025, label kept 96 %), super-resolution (0.0254) and signals (9.3e-5). The hybrid beats
-#   it only on deblurring (0.0069 vs 0.0092), and by 3× once trained with early stopping (0.0030). On signals
-#   the ridge map stays better even after early stopping (hybrid 1.9e-4, scratch 1.1e-4). Each learned arm is
-#   reported as losing where it loses. The pre-registered check failed there and is kept as a value.
+#   arms on completion (0.025, label kept 96 %), super-resolution (0.0254) and signals (9.3e-5). At 200 steps the
+#   hybrid beats it only on deblurring (0.0069 vs 0.0092). Trained with early stopping, the learned arms beat it on
+#   deblurring by 3× (0.0030) and on super-resolution by 18 % (0.0207, also below the known-operator linear MMSE
+#   0.0252), but not on completion (0.0298 vs 0.0248) nor on signals (hybrid 1.9e-4, scratch 1.1e-4). Each learned
+#   arm is reported as losing where it loses. The pre-registered check failed there and is kept as a value.
 # - **Training speed.** Held per step, not per second: the mean validation error over training is lower for the
 #   hybrid on completion, deblurring and signals (no measurable difference on super-resolution), and the hybrid
 #   reaches the target (1.1 × the better final error) in 67 / 108 / 92 / 308 steps on completion / deblur /

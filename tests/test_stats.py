@@ -47,3 +47,15 @@ def test_compare_to_reference_needs_the_whole_interval_on_one_side():
     assert compare_to_reference([1.0, 1.1, 0.9], 2.0, lower_is_better=False) == "worse"
     assert compare_to_reference([1.0, 3.0, 2.0], 2.0) == NO_DIFFERENCE
     assert compare_to_reference([1.0], 2.0).startswith("one seed only")
+
+
+def test_versus_reference_shifts_the_interval_and_names_the_winner():
+    from energy_utils.stats import NO_DIFFERENCE, seed_interval, versus_reference
+    vals = [1.0, 1.1, 0.9]
+    row = versus_reference(vals, 2.0, "hybrid", "ridge")
+    iv = seed_interval(vals)
+    assert row["difference"] == iv.mean - 2.0
+    assert (row["ci_low"], row["ci_high"]) == (iv.low - 2.0, iv.high - 2.0)
+    assert row["verdict"] == "hybrid better"
+    assert versus_reference(vals, 0.5, "hybrid", "ridge")["verdict"] == "ridge better"
+    assert versus_reference([1.0, 3.0, 2.0], 2.0, "hybrid", "ridge")["verdict"] == NO_DIFFERENCE
