@@ -19,6 +19,9 @@ covariance C already does. For that prior everything is exact and linear:
   estimator of the answer given the input.
 * **prior mean with the observations kept**: M x_c + (I − MMᵀ) μ (the measured part is the observation, the
   rest the average training example) — the control of "fill the hole with the mean digit".
+* **no learned prior at all**, for b = A x + n with A dense: the truncated pseudo-inverse A⁺_r b (singular values
+  below r·s_max dropped: the exact Moore–Penrose inverse for r → 0, a regularised one otherwise) and total-variation
+  regularisation, argmin_x ½‖Ax − b‖² + λ TV(x) (:func:`pseudo_inverse_solution`, :func:`tv_solution`).
 
 All algebra is in float64 on dense d × d matrices (d = 784 for MNIST: fine on a CPU). ``GaussianPrior.fit``
 estimates μ and C from training examples, with a small ridge so that C is positive definite.
@@ -30,6 +33,7 @@ import math
 import torch
 
 from .covariances import DiagCov
+from .operators import image_divergence, image_gradient
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -258,3 +262,67 @@ def prior_mean_fill(operator, xc: torch.Tensor, mean: torch.Tensor) -> torch.Ten
     mu = mean.reshape(1, *operator.shape).to(xc.dtype if xc.is_floating_point() else torch.float32).to(xc.device)
     mu = mu.expand(xc.shape[0], *operator.shape)
     return operator.M(xc) + mu - operator.project(mu)
+
+
+def _dense_problem(A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    A = torch.as_tensor(A, dtype=torch.float64).cpu()
+    if A.ndim != 2:
+        raise ValueError(f"A must be a dense (m, d) matrix, got shape {tuple(A.shape)}")
+    B = _flat(b.cpu())
+    if B.shape[1] != A.shape[0]:
+        raise ValueError(f"measurements have {B.shape[1]} entries per example, A has {A.shape[0]} rows")
+    return A, B
+
+
+def pseudo_inverse_solution(A: torch.Tensor, b: torch.Tensor, shape: tuple[int, ...], rcond: float = 1e-10) -> torch.Tensor:
+    """x̂ = A⁺_r b = V diag(1/s_i, s_i > r·s_max) Uᵀ b for every row of b (B, m): the minimum-norm least-squares
+    solution, with singular values below ``rcond`` times the largest dropped (a truncated SVD: for an
+    ill-conditioned A such as a blur, the exact inverse, r → 0, amplifies the noise by 1/s_min). Returns (B, *shape)."""
+    A, B = _dense_problem(A, b)
+    if math.prod(shape) != A.shape[1]:
+        raise ValueError(f"shape {tuple(shape)} does not hold the {A.shape[1]} columns of A")
+    if not 0 <= rcond < 1:
+        raise ValueError(f"rcond must be in [0, 1), got {rcond}")
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    inv = torch.where(S > rcond * S.max(), 1.0 / S, torch.zeros_like(S))
+    x = ((B @ U) * inv) @ Vh
+    return x.reshape(B.shape[0], *shape).to(device=b.device, dtype=b.dtype if b.is_floating_point() else torch.float64)
+
+
+@torch.no_grad()
+def tv_solution(A: torch.Tensor, b: torch.Tensor, shape: tuple[int, ...], weight: float, n_iter: int = 300) -> torch.Tensor:
+    """Total-variation regularisation for b = A x + n with a dense A, for every row of b (B, m):
+
+        x̂ = argmin_x ½‖Ax − b‖² + λ TV(x),   TV(x) = Σ_pixels |∇x| (isotropic, forward differences),
+
+    solved by the primal–dual algorithm of Chambolle & Pock (2011) with K = ∇ (‖∇‖² ≤ 8, steps τ = σ = 1/√8):
+    p ← Π_{|p| ≤ λ}(p + σ∇x̄),  x⁺ = (I + τAᵀA)⁻¹(x − τ∇ᵀp + τAᵀb),  x̄ = 2x⁺ − x (the dense solve factored once).
+    Starts from Aᵀb. λ = ``weight`` trades data fit for flatness: choose it on validation examples.
+    Returns (B, *shape) with ``shape`` an image grid (..., H, W)."""
+    A, B = _dense_problem(A, b)
+    if math.prod(shape) != A.shape[1] or len(shape) < 2:
+        raise ValueError(f"shape must be an image grid (..., H, W) holding the {A.shape[1]} columns of A, got {tuple(shape)}")
+    if weight < 0:
+        raise ValueError(f"weight (λ) must be ≥ 0, got {weight}")
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be ≥ 1, got {n_iter}")
+    tau = sigma = 1.0 / math.sqrt(8.0)
+    d = A.shape[1]
+    chol = torch.linalg.cholesky(torch.eye(d, dtype=torch.float64) + tau * A.T @ A)
+    AtB = B @ A
+    grid = lambda v: v.reshape(-1, *shape)
+    x = AtB.clone()
+    x_bar = x.clone()
+    px = torch.zeros_like(grid(x))
+    py = torch.zeros_like(px)
+    for _ in range(n_iter):
+        gx, gy = image_gradient(grid(x_bar))
+        px, py = px + sigma * gx, py + sigma * gy
+        scale = (torch.sqrt(px ** 2 + py ** 2) / max(weight, 1e-300)).clamp_min(1.0)
+        px, py = px / scale, py / scale
+        v = x + tau * image_divergence(px, py).reshape(x.shape) + tau * AtB
+        x_new = torch.cholesky_solve(v.T, chol).T
+        x_bar, x = 2 * x_new - x, x_new
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("tv_solution diverged (non-finite values): check A, b and the weight")
+    return x.reshape(B.shape[0], *shape).to(device=b.device, dtype=b.dtype if b.is_floating_point() else torch.float64)

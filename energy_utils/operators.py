@@ -17,6 +17,10 @@ applied block-wise so it scales to large images), :class:`LinearConstraints` (an
 orthonormalised: observed points plus a conserved total, boundary values…). :func:`tv_reconstruct` is the classical (non-learned)
 baseline: minimum total variation subject to Mᵀx = x_c.
 
+One forward model is not of this kind and is given as a dense matrix A instead (for the controls of
+:mod:`energy_utils.controls`, which take any dense A): :func:`circular_gaussian_blur`, a zero-phase Gaussian blur
+with circular boundary, whose A is symmetric but has no orthonormal columns.
+
 **Explicit and convenient forms.** Each operator can be given exactly: a pixel mask (``RandomPixels(mask=...)``,
 ``BlockInpainting(box=...)`` or ``BlockInpainting(mask=...)``), a basis (``CompressiveSensing(basis=...)``, its
 columns checked orthonormal), a frequency set (``SpectralLowPass(frequencies=...)`` or ``mask=...``). The
@@ -787,14 +791,26 @@ def orthonormality_errors(op: LinearOperator, n_probe: int = 4, generator: torch
             / max((x.norm() * v.norm()).item(), 1e-30)}
 
 
-def _tv_grad(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Gradient of the smoothed isotropic TV Σ sqrt(|∇x|² + ε²) (forward differences, Neumann boundary)."""
+def image_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences of images (..., H, W) along columns and rows, zero at the last column / row
+    (Neumann boundary): the ∇ of total variation."""
     dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
     dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    return dx, dy
+
+
+def image_divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """div p = −∇ᵀp for fields whose last column (px) and last row (py) are zero, as :func:`image_gradient`
+    makes them: ⟨∇x, p⟩ = −⟨x, div p⟩."""
+    return (px - F.pad(px[..., :, :-1], (1, 0))) + (py - F.pad(py[..., :-1, :], (0, 0, 1, 0)))
+
+
+def tv_gradient(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gradient of the smoothed isotropic TV Σ sqrt(|∇x|² + ε²) of images (..., H, W) (forward differences,
+    Neumann boundary): −div(∇x / sqrt(|∇x|² + ε²))."""
+    dx, dy = image_gradient(x)
     norm = torch.sqrt(dx ** 2 + dy ** 2 + eps ** 2)
-    px, py = dx / norm, dy / norm
-    div = (px - F.pad(px[..., :, :-1], (1, 0))) + (py - F.pad(py[..., :-1, :], (0, 0, 1, 0)))
-    return -div
+    return -image_divergence(dx / norm, dy / norm)
 
 
 @torch.no_grad()
@@ -806,6 +822,33 @@ def tv_reconstruct(op: LinearOperator, xc: torch.Tensor, n_iter: int = 300, eps_
     x = op.init_mean(xc, init_value)
     for i in range(n_iter):
         eps = eps_start * (eps_end / eps_start) ** (i / max(n_iter - 1, 1))
-        x = x - (eps / 8.0) * _tv_grad(x, eps)
+        x = x - (eps / 8.0) * tv_gradient(x, eps)
         x = x - op.M(op.M_T(x) - xc)
     return x.clamp(0, 1)
+
+
+def circular_gaussian_blur(shape, std: float) -> torch.Tensor:
+    """The dense (d, d) float64 matrix A of a Gaussian blur with circular boundary, d = prod(shape).
+
+    1-D signals, shape (d,): A_ij = k(|i − j|_d) / Σ_r k(r), k(r) = exp(−r² / 2std²), |r|_d = min(r mod d, d − r mod d)
+    the circular distance (a symmetric circulant). Images, shape (C, H, W): the same blur along rows and along
+    columns of each channel, A = I_C ⊗ A_H ⊗ A_W (the kernel is not truncated). A is symmetric with eigenvalues in
+    (0, 1] (the DFT of the kernel), so b = Ax + n is a well-defined but ill-conditioned inverse problem."""
+    if not (isinstance(std, numbers.Real) and std > 0):
+        raise ValueError(f"std must be a positive number of pixels, got {std!r}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ValueError(f"circular_gaussian_blur: shape must be (d,) for 1-D signals or (C, H, W) for images, got {shape}")
+
+    def one_axis(n: int) -> torch.Tensor:
+        r = torch.arange(n, dtype=torch.float64)
+        r = torch.minimum(r, n - r)
+        row = torch.exp(-0.5 * (r / std) ** 2)
+        row = row / row.sum()
+        idx = (torch.arange(n)[None, :] - torch.arange(n)[:, None]) % n
+        return row[idx]
+
+    if len(shape) == 1:
+        return one_axis(shape[0])
+    C, H, W = shape
+    return torch.kron(torch.eye(C, dtype=torch.float64), torch.kron(one_axis(H), one_axis(W)))

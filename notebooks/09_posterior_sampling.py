@@ -61,6 +61,7 @@ from energy_utils import metrics
 from energy_utils import posterior_samplers as ps
 from energy_utils.densities import GaussianMixture, benchmark_mixture
 from energy_utils.energy_training import load_energy_model
+from energy_utils.operators import circular_gaussian_blur
 from energy_utils.reporting import Report
 from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
 
@@ -114,20 +115,12 @@ NOISE_VARS = [0.01, 0.1]
 ENERGIES = {"d2": ("08_gm_d2_dual", "08_gm_d2_single"), "d16": ("08_gm_d16_dual", "08_gm_d16_single")}
 
 
-def circulant_blur(d, std):
-    k = torch.arange(d, dtype=torch.float64)
-    k = torch.minimum(k, d - k)
-    row = torch.exp(-0.5 * (k / std) ** 2)
-    row = row / row.sum()
-    return torch.stack([torch.roll(row, i) for i in range(d)])
-
-
 def operators(d, g):
     ops = {"mask": torch.eye(d, dtype=torch.float64)[: max(1, d // 2)]}
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     ops["projection"] = q[: max(1, d // 4)]
     if d >= 8:
-        ops["blur"] = circulant_blur(d, 1.0)
+        ops["blur"] = circular_gaussian_blur((d,), 1.0)
     return ops
 
 
@@ -448,14 +441,16 @@ report.value("learned_vs_exact_sw2_ratio", {
 #
 # * `box`: the centred 14×14 box unobserved; `pixels`: 25 % of the pixels observed at random (masks: the
 #   paper's PC sampler applies, with MALA correctors);
-# * `deblur`: a circulant Gaussian blur (std 1 pixel) of the whole digit; `sr4`: 4×4 block averages (49
+# * `deblur`: a Gaussian blur (std 1 pixel, circular boundary, `operators.circular_gaussian_blur`) of the whole
+#   digit; `sr4`: 4×4 block averages (49
 #   measurements). For these two the energy sampler is annealed Langevin with the noise-annealed likelihood
 #   (section 1: it is exact for masks only in the PC form; the paper runs blur and SR in a Fourier basis).
 #
 # Baselines: DPS, RED-Diff and DAPS on the Tweedie denoiser of the same energy (same backbone and data); the
 # Kadkhodaie–Simoncelli sampler with notebook 03's blind UNet denoiser (masks and SR, whose operators have
 # orthonormal columns; KS takes the measurement as noiseless); and the **Gaussian control**, the linear-MMSE
-# posterior of a Gaussian fitted to the same training digits (its mean, and draws from its posterior). Each
+# posterior of a Gaussian fitted to the same training digits (its mean, and draws from its posterior); and two
+# classical controls without a learned prior, the truncated pseudo-inverse and TV (below). Each
 # sampler gets the same budget of ≈ `mn_budget` network evaluations (KS: its own schedule, β = 0.1, ≈ 130
 # iterations). Metrics on [0, 1]-clipped reconstructions: PSNR and SSIM (data range 1), the accuracy of notebook
 # 03's classifier, a Fréchet distance in that classifier's 32-d feature space (FID-style; Inception-FID, LPIPS
@@ -471,12 +466,11 @@ report.value("learned_vs_exact_sw2_ratio", {
 
 # %%
 from energy_utils import controls, denoisers, operators as O
-from energy_utils.covariances import gaussian_kernel, kernel_spectrum
 from energy_utils.data import load_mnist
 from energy_utils.samplers import ks_sample
 
-mn_cfg = pick_profile({"smoke": dict(mn_digits=4, mn_samples=2, mn_budget=12),
-                       "full": dict(mn_digits=16, mn_samples=2, mn_budget=100)}, PROFILE)
+mn_cfg = pick_profile({"smoke": dict(mn_digits=4, mn_samples=2, mn_budget=12, mn_val=4),
+                       "full": dict(mn_digits=16, mn_samples=2, mn_budget=100, mn_val=32)}, PROFILE)
 report.value("mnist_settings", mn_cfg)
 SIGMA_N = 0.05
 MN_S_END = 1e-4                  # the MNIST energies' smallest training variance
@@ -496,20 +490,12 @@ gauss = controls.GaussianPrior.fit(fit.images)
 gauss_mix = GaussianMixture([1.0], gauss.mean[None], gauss.cov[None])
 
 
-def blur_matrix(shape, std):
-    H, W = shape[-2:]
-    spec = kernel_spectrum(gaussian_kernel(7, std), (H, W))
-    eye = torch.eye(H * W, dtype=torch.float64).reshape(-1, H, W)
-    k = torch.fft.ifft2(torch.fft.fft2(eye) * spec).real          # circular, zero-phase (|Ĥ|): a symmetric blur
-    return k.reshape(H * W, H * W).T.contiguous()
-
-
 SHAPE = (1, 28, 28)
 mn_ops = {"box": O.BlockInpainting(SHAPE, h=14, w=14),
           "pixels": O.RandomPixels(SHAPE, 0.25, generator=torch.Generator().manual_seed(SEED + 3)),
           "sr4": O.BlockAverageSR(SHAPE, 4)}
 MN_A = {name: controls.operator_matrix(op).T.contiguous() for name, op in mn_ops.items()}
-MN_A["deblur"] = blur_matrix(SHAPE, 1.0)
+MN_A["deblur"] = circular_gaussian_blur(SHAPE, 1.0)
 MN_TASKS = ["box", "pixels", "deblur", "sr4"]
 
 n_dig, n_s = mn_cfg["mn_digits"], mn_cfg["mn_samples"]
@@ -555,6 +541,32 @@ for task in MN_TASKS:
                      "converged": meta["converged"], "val_mse": last.get("val_loss")})
 report.table("regression_training", reg_rows)
 
+# %% [markdown]
+# **Classical controls without a learned prior.** The truncated pseudo-inverse A⁺_r y (singular values below
+# r·s_max dropped; for the masks every singular value is 1, so it is the zero-filled measurement) and
+# total-variation regularisation, argmin_x ½‖Ax − y‖² + λ TV(x) (`controls.pseudo_inverse_solution`,
+# `controls.tv_solution`, Chambolle–Pock, 300 iterations). Their one knob each (r, λ) is chosen per task on
+# `mn_val` validation digits (from the validation split, with their own noise) by MSE, the same kind of tuning
+# the samplers' step sizes get in section 1.
+
+# %%
+mn_val = load_mnist("val").images[: mn_cfg["mn_val"]].double()
+g_val = torch.Generator().manual_seed(SEED + 79)
+y_val = {t: mn_val.flatten(1) @ MN_A[t].T + SIGMA_N * torch.randn(len(mn_val), MN_A[t].shape[0], generator=g_val,
+                                                                     dtype=torch.float64) for t in MN_TASKS}
+CLASSICAL = {"pseudo-inverse": (lambda A, y, r: controls.pseudo_inverse_solution(A, y, SHAPE, rcond=r),
+                                [1e-10, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 0.5, 0.7]),
+             "TV": (lambda A, y, lam: controls.tv_solution(A, y, SHAPE, lam), [1e-3, 3e-3, 1e-2, 3e-2, 0.1])}
+classical_knob, classical_rows = {}, []
+for task in MN_TASKS:
+    for method, (solve, grid) in CLASSICAL.items():
+        val_mse = {k: (solve(MN_A[task], y_val[task], k).clamp(0, 1) - mn_val).pow(2).mean().item() for k in grid}
+        classical_knob[(task, method)] = min(val_mse, key=val_mse.get)
+        classical_rows.append({"task": task, "method": method, "knob": "r" if method == "pseudo-inverse" else "λ",
+                               "chosen": classical_knob[(task, method)], "validation MSE": val_mse[classical_knob[(task, method)]],
+                               "grid": grid})
+report.table("classical_controls_tuning", classical_rows)
+
 # %%
 MB = mn_cfg["mn_budget"]
 
@@ -571,6 +583,11 @@ def mnist_sampler(method, task, g):
             x = regressors[task](back_project(A.float(), y_mn[task].float().to(device), SHAPE)).cpu()
         x = x.double()[:, None].expand(n_dig, n_s, *SHAPE)
         return x, {"nfe": 1, "wall_s": (time.perf_counter() - t0) * n_s}
+    if method in CLASSICAL:              # a point estimate, like the regression network
+        t0 = time.perf_counter()
+        x = CLASSICAL[method][0](A, y_mn[task], classical_knob[(task, method)])
+        x = x[:, None].expand(n_dig, n_s, *SHAPE)
+        return x, {"nfe": 0, "wall_s": (time.perf_counter() - t0) * n_s}
     if method == "Gaussian control":
         x = gauss_mix.posterior(A, SIGMA_N**2, y_mn[task]).sample(n_s, g)
         return x.reshape(n_dig, n_s, *SHAPE), {"nfe": 0, "wall_s": 0.0}
@@ -604,10 +621,11 @@ def mnist_sampler(method, task, g):
     return x.double().reshape(n_dig, n_s, *SHAPE), info
 
 
-METHODS = {"box": ["Gaussian control", "regression", "PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (03 UNet)"],
-           "pixels": ["Gaussian control", "regression", "PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (03 UNet)"],
-           "deblur": ["Gaussian control", "regression", "annealed-ULA", "DPS", "RED-Diff", "DAPS"],
-           "sr4": ["Gaussian control", "regression", "annealed-ULA", "DPS", "RED-Diff", "DAPS", "KS (03 UNet)"]}
+CONTROL_METHODS = ["pseudo-inverse", "TV", "Gaussian control", "regression"]
+METHODS = {"box": CONTROL_METHODS + ["PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (03 UNet)"],
+           "pixels": CONTROL_METHODS + ["PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (03 UNet)"],
+           "deblur": CONTROL_METHODS + ["annealed-ULA", "DPS", "RED-Diff", "DAPS"],
+           "sr4": CONTROL_METHODS + ["annealed-ULA", "DPS", "RED-Diff", "DAPS", "KS (03 UNet)"]}
 
 # %%
 def classifier_out(x):
@@ -652,22 +670,37 @@ mnist_table.set_index(["task", "method"]).round(3)
 # distance to the true digits in the classifier's feature space (small sets: biased upwards, comparable only
 # within this table). The paper reports CelebA / ImageNet numbers only (e.g. a scraped CelebA box-30 PSNR of
 # 33.8 dB, reference §6.3), on other data, image sizes and models, so no row here can be set beside them.
+#
+# **Reading (full run, 16 digits × 2 samples, CPU).** The regression network wins every task by 5–8 dB over the
+# best other method (17.9 / 20.8 / 27.7 / 21.2 dB on box / pixels / deblur / sr4): it is trained for each task,
+# and PSNR rewards its point estimate, where a posterior sample pays for its spread. Among the controls without a
+# learned prior, TV beats the pseudo-inverse everywhere, and the Gaussian control beats TV on the two masks (13.7
+# vs 12.2, 16.1 vs 13.2 dB), TV beats it on deblurring (22.9 vs 20.4) and super-resolution (14.8 vs 14.3). No
+# sampler on the MNIST energy beats the stronger of the two on any task: on the masks PC-MALA beats TV (by 1.1 and
+# 2.2 dB) but stays below the Gaussian control (by 0.35 and 0.75 dB); on deblurring the best, DAPS (20.6 dB), is
+# 2.3 dB below TV (DPS 17.8, annealed ULA 13.2; RED-Diff diverges to 3.7 dB), and on super-resolution the best,
+# RED-Diff (14.5), is 0.3 dB below TV. The KS sampler with notebook 03's UNet beats both controls on
+# super-resolution (15.9 dB) and TV but not the Gaussian control on pixels (15.3), and neither on box (12.0). These
+# are the numbers of an energy that loses to the Gaussian control as a denoiser (notebook 08) and of 16 digits;
+# they say where the samplers stand with this prior, not what the method can do with a converged one.
 
 # %%
-fig, axes = plt.subplots(len(MN_TASKS), 8, figsize=(7.0, 3.8))
+n_cols = 1 + max(len(v) for v in METHODS.values())     # the truth, then every method (Aᵀy is the masks' pseudo-inverse)
+fig, axes = plt.subplots(len(MN_TASKS), n_cols, figsize=(0.82 * n_cols, 3.9))
 for i, task in enumerate(MN_TASKS):
-    A = MN_A[task]
-    shown = [("truth", x_mn[0, 0]), ("Aᵀy", (y_mn[task][0] @ A).reshape(28, 28))]
+    shown = [("truth", x_mn[0, 0])]
     shown += [(m, mn_samples[(task, m)][0, 0, 0]) for m in METHODS[task] if (task, m) in mn_samples]
     for j, ax in enumerate(axes[i]):
         ax.axis("off")
         if j < len(shown):
             ax.imshow(shown[j][1].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(shown[j][0].replace(" (03 UNet)", "").replace("Gaussian control", "Gaussian"), fontsize=6)
+            ax.set_title(shown[j][0].replace(" (03 UNet)", "").replace("Gaussian control", "Gaussian")
+                         .replace("pseudo-inverse", "pinv").replace("regression", "regress."), fontsize=6.5)
     axes[i, 0].text(-4, 14, task, rotation=90, va="center", ha="right", fontsize=7)
 fig.tight_layout()
-report.save_figure(fig, "09_mnist_samples", "One test digit per task: truth, Aᵀy, and one sample of each method "
-                   "(dual MNIST energy as the prior of PC-MALA / annealed ULA / DPS / RED-Diff / DAPS; KS with notebook 03's UNet)")
+report.save_figure(fig, "09_mnist_samples", "One test digit per task: truth, the controls (truncated pseudo-inverse, "
+                   "TV, Gaussian posterior sample, regression network) and one sample of each sampler (dual MNIST "
+                   "energy as the prior of PC-MALA / annealed ULA / DPS / RED-Diff / DAPS; KS with notebook 03's UNet)")
 
 # %% [markdown]
 # ### Log posterior density under the normalized energy
@@ -699,24 +732,27 @@ pd.DataFrame(lp_mn).pivot(index="samples", columns="task", values="mean_log_post
 
 # %% [markdown]
 # ### MNIST checks
-# The issue's bar: every learned-model method beats the Gaussian control on PSNR. Notebook 08's MNIST energies
-# have not converged and lose to the Gaussian control as denoisers; until they do (both checkpoints
-# `converged=True`) these claims are recorded, not asserted, as in notebook 08.
+# The issue's bar: every learned-model method beats the Gaussian control on PSNR (and, added here, the tuned TV
+# control). Notebook 08's MNIST energies have not converged and lose to the Gaussian control as denoisers; until
+# they do (both checkpoints `converged=True`) these claims are recorded, not asserted, as in notebook 08.
 
 # %%
 MNIST_FINAL = bool(mn_meta["converged"])
-beats = {}
+beats = {"Gaussian control": {}, "TV": {}}
 for task in MN_TASKS:
     sub = mnist_table[mnist_table.task == task].set_index("method")
-    g_psnr = sub.loc["Gaussian control", "psnr"]
-    for m in sub.index:
-        if m != "Gaussian control" and "psnr" in sub.columns and np.isfinite(sub.loc[m, "psnr"]):
-            beats[f"{task}/{m}"] = float(sub.loc[m, "psnr"] - g_psnr)
-report.value("mnist_psnr_gain_over_gaussian_control", beats)
+    for control, gains in beats.items():
+        for m in sub.index:
+            learned = m not in ("pseudo-inverse", "TV", "Gaussian control")
+            if learned and "psnr" in sub.columns and np.isfinite(sub.loc[m, "psnr"]):
+                gains[f"{task}/{m}"] = float(sub.loc[m, "psnr"] - sub.loc[control, "psnr"])
+report.value("mnist_psnr_gain_over_gaussian_control", beats["Gaussian control"])
+report.value("mnist_psnr_gain_over_tv", beats["TV"])
 report.value("mnist_claims_asserted", MNIST_FINAL)
 if MNIST_FINAL:
-    for k, v in beats.items():
-        report.check(f"MNIST {k} beats the Gaussian control on PSNR", v, 0.0, ">")
+    for control, gains in beats.items():
+        for k, v in gains.items():
+            report.check(f"MNIST {k} beats the {control} on PSNR", v, 0.0, ">")
 report.check("every MNIST sampler returned finite samples of the right shape",
              sum(bool(torch.isfinite(s).all()) and s.shape == (n_dig, n_s, *SHAPE) for s in mn_samples.values()),
              sum(len(v) for v in METHODS.values()), ">=")

@@ -162,3 +162,51 @@ def test_validated_ridge_picks_the_lowest_validation_error():
     best, scores = controls.RidgeMap.fit_validated(x[:30], y[:30], x[200:], y[200:], ridges=(1e-3, 1.0, 10.0, 1e4))
     assert best.ridge == min(scores, key=scores.get)
     assert scores[1e4] > scores[best.ridge]                              # over-regularised: near the mean answer
+
+
+def test_pseudo_inverse_solution_inverts_full_rank_and_zero_fills_a_mask():
+    from energy_utils import operators as O
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    A = O.circular_gaussian_blur((1, 4, 4), 0.6)
+    b = x.reshape(3, -1) @ A.T
+    assert torch.allclose(controls.pseudo_inverse_solution(A, b, (1, 4, 4)), x, atol=1e-8)
+    mask = torch.eye(16, dtype=torch.float64)[::2]                            # every other pixel observed
+    rec = controls.pseudo_inverse_solution(mask, x.reshape(3, -1) @ mask.T, (1, 4, 4))
+    assert torch.equal(rec.reshape(3, -1)[:, 1::2], torch.zeros(3, 8, dtype=torch.float64))
+    assert torch.allclose(rec.reshape(3, -1)[:, ::2], x.reshape(3, -1)[:, ::2])
+    # truncation drops the small singular values: the solution has a smaller norm than the exact inverse's
+    A8 = O.circular_gaussian_blur((1, 8, 8), 1.5)
+    noisy = x.new_zeros(3, 64).normal_(generator=g) * 0.05 + torch.rand(3, 64, generator=g, dtype=torch.float64) @ A8.T
+    assert controls.pseudo_inverse_solution(A8, noisy, (1, 8, 8), rcond=0.05).norm() < \
+        controls.pseudo_inverse_solution(A8, noisy, (1, 8, 8)).norm()
+    with pytest.raises(ValueError, match="rows"):
+        controls.pseudo_inverse_solution(A, b[:, :5], (1, 4, 4))
+
+
+def test_tv_solution_minimises_its_objective_and_beats_the_inverse_on_a_blocky_image():
+    from energy_utils import operators as O
+    g = torch.Generator().manual_seed(3)
+    shape = (1, 12, 12)
+    x = torch.zeros(2, *shape, dtype=torch.float64)
+    x[0, 0, 2:7, 3:10] = 1.0
+    x[1, 0, 5:11, 1:6] = 0.7
+    A = O.circular_gaussian_blur(shape, 1.2)
+    b = x.reshape(2, -1) @ A.T + 0.02 * torch.randn(2, 144, generator=g, dtype=torch.float64)
+    lam = 0.02
+    xt = controls.tv_solution(A, b, shape, lam, n_iter=800)
+
+    def objective(z):
+        dx, dy = O.image_gradient(z)
+        return 0.5 * (z.reshape(2, -1) @ A.T - b).pow(2).sum() + lam * torch.sqrt(dx ** 2 + dy ** 2).sum()
+
+    for _ in range(5):     # a minimiser: no nearby point (random direction) is lower
+        assert objective(xt) <= objective(xt + 1e-3 * torch.randn(xt.shape, generator=g, dtype=torch.float64)) + 1e-9
+    err = lambda z: (z - x).pow(2).mean().item()
+    assert err(xt) < 0.5 * err(controls.pseudo_inverse_solution(A, b, shape))
+    # without the TV term it is least squares: a well-conditioned invertible A is inverted on noise-free data
+    A_easy = O.circular_gaussian_blur(shape, 0.4)
+    x0 = controls.tv_solution(A_easy, x.reshape(2, -1) @ A_easy.T, shape, 0.0, n_iter=300)
+    assert err(x0) < 1e-8
+    with pytest.raises(ValueError, match="weight"):
+        controls.tv_solution(A, b, shape, -1.0)

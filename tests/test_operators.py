@@ -327,3 +327,35 @@ def test_make_consistent_keeps_the_free_part_and_sets_the_measured_part():
     y = op.make_consistent(x, v)
     assert torch.allclose(op.M_T(y), v)
     assert torch.allclose(y - op.project(y), x - op.project(x))
+
+
+def test_image_gradient_and_divergence_are_adjoint_and_give_the_tv_gradient():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 7, 9, generator=g, dtype=torch.float64)
+    px, py = O.image_gradient(torch.randn(3, 1, 7, 9, generator=g, dtype=torch.float64))   # last col/row zero
+    gx, gy = O.image_gradient(x)
+    lhs = (gx * px).sum() + (gy * py).sum()
+    assert torch.allclose(lhs, -(x * O.image_divergence(px, py)).sum(), atol=1e-10)
+    eps = 0.05
+    xr = x.clone().requires_grad_(True)
+    dx, dy = O.image_gradient(xr)
+    torch.sqrt(dx ** 2 + dy ** 2 + eps ** 2).sum().backward()
+    assert torch.allclose(O.tv_gradient(x, eps), xr.grad, atol=1e-10)
+
+
+def test_circular_gaussian_blur_is_a_symmetric_circular_convolution():
+    A1 = O.circular_gaussian_blur((16,), 1.0)
+    k = torch.arange(16, dtype=torch.float64)
+    row = torch.exp(-0.5 * torch.minimum(k, 16 - k) ** 2)
+    row = row / row.sum()
+    assert torch.allclose(A1, torch.stack([torch.roll(row, i) for i in range(16)]))
+    A = O.circular_gaussian_blur((1, 6, 8), 0.7)
+    assert torch.allclose(A, A.T) and torch.allclose(A.sum(1), torch.ones(48, dtype=torch.float64))
+    x = torch.randn(2, 1, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kern = torch.outer(O.circular_gaussian_blur((6,), 0.7)[0], O.circular_gaussian_blur((8,), 0.7)[0])
+    conv = torch.fft.ifft2(torch.fft.fft2(x) * torch.fft.fft2(kern)).real       # circular convolution
+    assert torch.allclose((x.reshape(2, -1) @ A.T).reshape(x.shape), conv, atol=1e-12)
+    with pytest.raises(ValueError, match="std"):
+        O.circular_gaussian_blur((16,), 0.0)
+    with pytest.raises(ValueError, match=r"\(d,\) for 1-D signals or \(C, H, W\)"):
+        O.circular_gaussian_blur((4, 4), 1.0)
