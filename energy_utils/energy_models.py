@@ -19,13 +19,14 @@ Gaussian mixture, with the same interface, used as the oracle.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .covariances import DiagCov
+from .covariances import DiagCov, symmetrize_spectrum
 from .networks import count_parameters  # noqa: F401  (re-exported: energies are networks too)
 
 LOGVAR_SCALE = 8.0   # log-variances are divided by this before embedding (ln 1e3 ≈ 6.9)
@@ -54,8 +55,15 @@ def energy_and_scores(model: nn.Module, y: torch.Tensor, cov: DiagCov, create_gr
     """U, ∇_yU and (optionally) ∂U/∂log v from one ``torch.autograd.grad`` call.
 
     ``create_graph=True`` keeps the graph so a loss on the scores can be backpropagated (training).
-    The raw covariance score is ∇_vU = grad_logvar / v.
+    The raw covariance score is ∇_vU = grad_logvar / v. For a :class:`GaussianResidualEnergy` the scores are
+    the sum of its residual network's (through this function) and its fixed Gaussian base's (closed form,
+    :meth:`GaussianBase.scores`: the base has no parameters, so no graph is kept through it).
     """
+    if isinstance(model, GaussianResidualEnergy):
+        net = energy_and_scores(model.net, y, cov, create_graph, cov_score)
+        base = model.base.scores(y, cov, cov_score)
+        return Scores(net.energy + base.energy.to(net.energy.dtype), net.grad_y + base.grad_y.to(net.grad_y.dtype),
+                      None if not cov_score else net.grad_logvar + base.grad_logvar.to(net.grad_logvar.dtype))
     y = y.detach().requires_grad_(True) if not y.requires_grad else y
     if cov_score:
         cov = cov.requires_grad_()
@@ -222,10 +230,12 @@ class ImageEnergy(EnergyModel):
     reordered pixel-first inside ``s_theta`` and restored at the end).
     """
 
-    def __init__(self, channels: int = 1, widths=(16, 32, 48), emb: int = 32, data_var: float = 0.25):
+    def __init__(self, channels: int = 1, widths=(16, 32, 48), emb: int = 32, data_var: float = 0.25,
+                 identity: bool = True):
         super().__init__()
         w1, w2, w3 = widths
         self.data_var = data_var
+        self.identity = identity      # False: s_θ = P(g + offset), no ½⟨u, u⟩ term (U ≡ 0 at initialisation)
         self.embed_pix = _SpatialEmbed(emb, "replicate")
         self.embed_four = _SpatialEmbed(emb, "circular")
         self.inp = _GainConv(channels, w1, emb)
@@ -271,12 +281,149 @@ class ImageEnergy(EnergyModel):
         g, a = self.out(h)[inverse], a[inverse]                        # back to the caller's row order
         # ½⟨u, 2a·u/‖u‖²⟩ = a: the offset enters U = ½⟨y, s_θ⟩ through a û-aligned term (singular only at y = 0)
         u2 = u.pow(2).flatten(1).sum(1).view(-1, 1, 1, 1) + 1e-3
-        return cov.apply_multiplier(u + g + 2 * a.view(-1, 1, 1, 1) * u / u2, pre)
+        return cov.apply_multiplier((u if self.identity else 0) + g + 2 * a.view(-1, 1, 1, 1) * u / u2, pre)
 
     def denoiser_forward(self, y, cov):
         """The same backbone used as a plain denoiser, D = y − Σ s_θ (one forward, no autograd): the cost
         baseline for ∇_yU."""
         return y - cov.apply(self.s_theta(y, cov))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A learned residual on the Gaussian (linear-MMSE) control
+# ---------------------------------------------------------------------------------------------------------
+class GaussianBase(nn.Module):
+    """The exact energy of a Gaussian prior N(μ, C_k) seen through noise of covariance Σ, for images (B, 1, H, W):
+
+        U_G(y, Σ) = −log N(y; μ, C_k + Σ) = ½ rᵀ(C_k + Σ)⁻¹r + ½ log det(C_k + Σ) + (d/2) log 2π,   r = y − μ,
+
+    with C_k = W Wᵀ + ψ I the probabilistic-PCA fit of the training examples (Tipping & Bishop 1999): the top k
+    principal directions, W = Q_k (Λ_k − ψ)^{½}, and ψ the mean of the other d − k eigenvalues (k = d − 1 makes it
+    the full sample covariance). ∇_yU_G = (C_k + Σ)⁻¹r, so y − Σ∇_yU_G = μ + C_k(C_k + Σ)⁻¹r is the linear-MMSE
+    denoiser of that Gaussian, and U_G is normalised for every Σ.
+
+    Cost: with D = Σ + ψI (diagonal in Σ's own basis, eigenvalues e_j ≥ ψ > 0), Woodbury gives
+    (D + WWᵀ)⁻¹ = D⁻¹ − D⁻¹W M⁻¹ WᵀD⁻¹ and log det(D + WWᵀ) = Σ_j log e_j + log det M, M = I_k + WᵀD⁻¹W, so
+    a batch costs O(B k² d), not O(B d³); ψ bounds the condition number of M by 1 + ‖W‖²/ψ, so float32 is enough.
+    The scores are closed-form (no autograd): ∇_yU_G = α = (C_k + Σ)⁻¹r and, with B = I (pixel Σ) or the unitary
+    DFT (Fourier Σ),  ∂U_G/∂log v_j = ½ v_j ([B(C_k + Σ)⁻¹Bᴴ]_jj − |(Bα)_j|²)."""
+
+    def __init__(self, shape: tuple[int, int, int], rank: int):
+        super().__init__()
+        C, H, W = shape
+        if C != 1:
+            raise ValueError(f"GaussianBase handles one-channel images (1, H, W) (variance maps are per pixel), got {shape}")
+        if not 1 <= rank < H * W:
+            raise ValueError(f"rank must be in [1, {H * W - 1}], got {rank}")
+        self.shape, self.rank, self.d = tuple(shape), rank, H * W
+        self.register_buffer("mean", torch.zeros(1, H, W))
+        self.register_buffer("factor", torch.zeros(rank, H, W))      # the k columns of W, as images
+        self.register_buffer("psi", torch.ones(()))
+
+    def fit(self, x: torch.Tensor, ridge: float = 1e-4) -> "GaussianBase":
+        """Set μ, W and ψ from clean examples x (N, 1, H, W): the eigendecomposition of their covariance + ridge·I."""
+        flat = x.reshape(x.shape[0], -1).double()
+        if flat.shape[1] != self.d:
+            raise ValueError(f"examples have {flat.shape[1]} pixels, the base expects {self.d}")
+        cov = torch.cov(flat.T) + ridge * torch.eye(self.d, dtype=torch.float64)
+        evals, evecs = torch.linalg.eigh(cov)
+        evals, evecs = evals.flip(0), evecs.flip(1)
+        psi = evals[self.rank:].mean()
+        w = evecs[:, :self.rank] * (evals[:self.rank] - psi).clamp_min(0).sqrt()
+        self.mean.copy_(flat.mean(0).reshape(self.mean.shape).float())
+        self.factor.copy_(w.T.reshape(self.factor.shape).float())
+        self.psi.fill_(float(psi))
+        return self
+
+    def covariance(self) -> torch.Tensor:
+        """C_k = W Wᵀ + ψ I as a dense (d, d) float64 matrix (for tests and the controls)."""
+        w = self.factor.reshape(self.rank, -1).double()
+        return w.T @ w + self.psi.double() * torch.eye(self.d, dtype=torch.float64, device=w.device)
+
+    def _check(self, y: torch.Tensor, cov: DiagCov) -> None:
+        if y.ndim != 4 or tuple(y.shape[1:]) != self.shape:
+            raise ValueError(f"GaussianBase expects y of shape (B, {', '.join(map(str, self.shape))}), got {tuple(y.shape)}")
+        if cov.batch_size != y.shape[0]:
+            raise ValueError(f"{y.shape[0]} examples but {cov.batch_size} covariances")
+
+    def _terms(self, y: torch.Tensor, cov: DiagCov, cov_score: bool):
+        self._check(y, cov)
+        dims = (-2, -1)
+        B, k = y.shape[0], self.rank
+        v = cov.var.to(y.dtype)
+        four = cov.fourier.view(-1, 1, 1, 1)
+        e = torch.where(four, symmetrize_spectrum(v, dims), v) + self.psi          # eigenvalues of D = Σ + ψI
+        inv = 1.0 / e                                                              # (B, 1, H, W)
+
+        def in_basis(x):            # B x: x itself for pixel rows, its unitary DFT for Fourier rows (complex)
+            fx = torch.fft.fft2(x, norm="ortho")
+            return torch.where(four, fx, x.to(fx.dtype))
+
+        def apply_inv(x):           # D⁻¹ x for x (B, n, H, W)
+            fx = torch.fft.ifft2(torch.fft.fft2(x, norm="ortho") * inv, norm="ortho").real
+            return torch.where(four, fx, x * inv)
+
+        w = self.factor.to(y.dtype)
+        dw = apply_inv(w.unsqueeze(0).expand(B, -1, -1, -1))                       # D⁻¹W, (B, k, H, W)
+        w_flat, dw_flat = w.reshape(k, -1), dw.reshape(B, k, -1)
+        M = torch.eye(k, dtype=y.dtype, device=y.device) + torch.einsum("kd,bld->bkl", w_flat, dw_flat)
+        L = torch.linalg.cholesky(0.5 * (M + M.transpose(1, 2)))
+        r = y - self.mean.to(y.dtype)
+        dr = apply_inv(r)                                                           # D⁻¹r
+        t = torch.einsum("kd,bd->bk", w_flat, dr.reshape(B, -1))
+        z = torch.cholesky_solve(t.unsqueeze(-1), L).squeeze(-1)                    # M⁻¹WᵀD⁻¹r
+        alpha = dr - torch.einsum("bkd,bk->bd", dw_flat, z).reshape(r.shape)          # (C_k + Σ)⁻¹ r
+        logdet = e.log().flatten(1).sum(1) + 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        energy = 0.5 * (r * alpha).flatten(1).sum(1) + 0.5 * logdet + 0.5 * self.d * math.log(2 * math.pi)
+        grad_logvar = None
+        if cov_score:
+            yt = torch.linalg.solve_triangular(L, dw_flat, upper=False)            # L⁻¹WᵀD⁻¹ (k × d): Y = D⁻¹W L⁻ᵀ
+            diag = inv - in_basis(yt.reshape(B, k, *self.shape[1:])).abs().pow(2).sum(1, keepdim=True)
+            grad_logvar = 0.5 * v * (diag - in_basis(alpha).abs().pow(2))
+        return energy, alpha, grad_logvar
+
+    def energy(self, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:
+        """U_G(y, Σ) per example, (B,)."""
+        return self._terms(y, cov, cov_score=False)[0]
+
+    def scores(self, y: torch.Tensor, cov: DiagCov, cov_score: bool = True) -> Scores:
+        """U_G, ∇_yU_G and ∂U_G/∂log v (closed form, detached: the base has no parameters)."""
+        with torch.no_grad():
+            u, g, h = self._terms(y.detach(), cov.detach(), cov_score)
+        return Scores(u, g, None if h is None else h.to(cov.log_var.dtype))
+
+
+class GaussianResidualEnergy(EnergyModel):
+    """U(y, Σ) = U_G(y, Σ) + U_θ(y, Σ): a Gaussian prior's exact energy (:class:`GaussianBase`, PCA of rank
+    ``rank`` fitted on the training examples) plus a learned residual U_θ (an :class:`ImageEnergy` built with
+    ``identity=False``, so U_θ ≡ 0 at initialisation).
+
+    At initialisation the model *is* that Gaussian: its denoiser is the linear-MMSE estimate and its normalising
+    constant is exact for every Σ. Training (A-DSM, A-CSM) adds what the data have beyond their mean and
+    covariance, so the model starts at the Gaussian control and is compared with it at every Σ."""
+
+    def __init__(self, shape=(1, 28, 28), rank: int = 256, net_kwargs: dict | None = None):
+        super().__init__()
+        kw = dict(net_kwargs or {})
+        kw["identity"] = False
+        self.net = ImageEnergy(**kw)
+        self.base = GaussianBase(tuple(shape), rank)
+
+    @classmethod
+    def from_data(cls, x: torch.Tensor, rank: int = 256, net_kwargs: dict | None = None,
+                  ridge: float = 1e-4) -> "GaussianResidualEnergy":
+        """The model with its base fitted on the clean training examples ``x`` (N, 1, H, W)."""
+        model = cls(tuple(x.shape[1:]), rank, net_kwargs)
+        model.base.fit(x, ridge)
+        return model
+
+    def forward(self, y, cov):
+        return self.net(y, cov) + self.base.energy(y, cov).to(y.dtype)
+
+    energy = forward
+
+    def s_theta(self, y, cov):  # pragma: no cover - the energy is not of the inner-product form
+        raise NotImplementedError("GaussianResidualEnergy: use energy_and_scores (U is not ½⟨y, s_θ⟩ here)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -311,5 +458,7 @@ def build_model(kind: str, **kwargs) -> EnergyModel:
         return VectorEnergy(**kwargs)
     if kind == "image":
         return ImageEnergy(**kwargs)
-    raise ValueError(f"unknown model kind {kind!r}; use 'vector' or 'image'")
+    if kind == "image_gaussian_residual":
+        return GaussianResidualEnergy(**kwargs)
+    raise ValueError(f"unknown model kind {kind!r}; use 'vector', 'image' or 'image_gaussian_residual'")
 

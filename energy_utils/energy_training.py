@@ -38,14 +38,15 @@ def train_energy_model(model: nn.Module, data: torch.Tensor | Callable, cov_fami
                        seed: int = 0, scratch: Path | None = None, clip_grad: float | None = 1.0,
                        desc: str = "energy", checkpoint_every: int = 500, log_every: int = 10,
                        validate: Callable | None = None, validate_every: int = 500, plateau: dict | None = None,
-                       max_time_s: float | None = None) -> dict:
+                       max_time_s: float | None = None, dsm_floor: float = 0.0) -> dict:
     """Train an energy U_θ(y, Σ) with Adam on the A-DSM loss, plus ``csm_weight`` × the A-CSM loss when ``dual``:
 
         L(θ) = E_{x, Σ ~ p(Σ), ε ~ N(0, Σ)} [ (1/d) ‖Σ^{½}∇_yU_θ(x + ε, Σ) − Σ^{−½}ε‖²
                                               + λ·[dual] (1/d²) Σ_i (v_i ∂U_θ/∂v_i − ½ Σ_c (1 − ε̃²_{c,i}))² ],
 
     λ = ``csm_weight`` (λ = d weights A-CSM by 1/d instead of 1/d²), as computed by
-    :func:`energy_utils.score_losses.score_matching_loss`.
+    :func:`energy_utils.score_losses.score_matching_loss`; ``dsm_floor`` c > 0 replaces the whitening Σ^{−½} of
+    the first term by (Σ + cI)^{−½} (:func:`energy_utils.score_losses.adsm_loss`).
 
     ``data``: clean examples, vectors (N, d) or images (N, C, H, W), sampled uniformly with replacement, or a
     callable ``data(batch_size, generator) -> clean batch`` (e.g. a Gaussian mixture's ``sample``). Each batch
@@ -94,7 +95,7 @@ def train_energy_model(model: nn.Module, data: torch.Tensor | Callable, cov_fami
 
     def loss_fn(m, batch):
         x, cov, eps = batch
-        return score_matching_loss(m, x, cov, dual=dual, csm_weight=csm_weight, eps=eps)
+        return score_matching_loss(m, x, cov, dual=dual, csm_weight=csm_weight, eps=eps, dsm_floor=dsm_floor)
 
     return fit(model, optimizer, loss_fn, sample_batch, n_steps, scratch=scratch, scheduler=scheduler,
                clip_grad=clip_grad, desc=desc, checkpoint_every=checkpoint_every, log_every=log_every,

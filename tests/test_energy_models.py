@@ -189,3 +189,55 @@ def test_each_row_is_embedded_in_its_own_basis_whatever_the_batch(kind):
     assert all(v is not None for v in grads.values())
     fourier_names = [n for n in grads if "four" in n]
     assert fourier_names and all(torch.count_nonzero(grads[n]) == 0 for n in fourier_names)
+
+
+def _residual_model(rank=10):
+    from energy_utils.energy_models import GaussianResidualEnergy
+    torch.manual_seed(0)
+    x = torch.rand(300, 1, 6, 6, dtype=torch.float64) ** 3
+    return GaussianResidualEnergy.from_data(x, rank, dict(widths=(8, 8, 8), emb=8)).double(), x
+
+
+def test_gaussian_base_energy_and_scores_are_exact_for_pixel_and_fourier_covariances():
+    """U_G = −log N(y; μ, C_k + Σ) and its two scores, against a dense reference differentiated by autograd."""
+    from energy_utils.energy_models import energy_and_scores
+    model, _ = _residual_model()
+    y = torch.rand(6, 1, 6, 6, dtype=torch.float64)
+    cov = CovFamily(var_min=1e-3, var_max=10.0).sample(6, (1, 6, 6), torch.Generator().manual_seed(1), torch.float64)
+    cov = DiagCov(cov.log_var, torch.tensor([True, False, True, False, True, False]))
+    sc = energy_and_scores(model, y, cov)                   # the residual is zero at initialisation
+    cv, yl = cov.requires_grad_(), y.clone().requires_grad_(True)
+    K = model.base.covariance() + cv.dense(1)
+    ref = -torch.distributions.MultivariateNormal(model.base.mean.reshape(-1), 0.5 * (K + K.transpose(1, 2))).log_prob(
+        yl.reshape(6, -1))
+    gy, glv = torch.autograd.grad(ref.sum(), (yl, cv.log_var))
+    assert torch.allclose(sc.energy, ref, atol=1e-10)
+    assert torch.allclose(sc.grad_y, gy, atol=1e-10)
+    assert torch.allclose(sc.grad_logvar, glv, atol=1e-10)
+    assert torch.allclose(model(y, cov), ref, atol=1e-10)   # the plain forward gives the same energy
+
+
+def test_gaussian_residual_energy_starts_as_the_linear_mmse_control_and_full_rank_is_the_sample_covariance():
+    from energy_utils import controls
+    model, x = _residual_model(rank=35)                     # d − 1: C_k is the sample covariance (+ ridge)
+    assert torch.allclose(model.base.covariance(), torch.cov(x.reshape(300, -1).T) + 1e-4 * torch.eye(36), atol=1e-6)  # float32 buffers
+    gauss = controls.GaussianPrior(model.base.mean.reshape(-1), model.base.covariance(), (1, 6, 6))
+    y = torch.rand(4, 1, 6, 6, dtype=torch.float64)
+    cov = DiagCov.isotropic(0.3, (1, 6, 6), dtype=torch.float64).expand_batch(4)
+    expected = gauss.linear_posterior_mean(torch.eye(36, dtype=torch.float64), y, 0.3)
+    assert torch.allclose(denoise(model, y, cov), expected, atol=1e-10)
+
+
+def test_gaussian_residual_energy_trains_only_its_network_and_reloads_from_its_meta():
+    from energy_utils.score_losses import score_matching_loss
+    model, x = _residual_model()
+    cov = CovFamily(var_min=1e-3, var_max=10.0).sample(8, (1, 6, 6), torch.Generator().manual_seed(2), torch.float64)
+    loss = score_matching_loss(model, x[:8], cov, dual=True, csm_weight=36.0)
+    (loss[0] if isinstance(loss, tuple) else loss).backward()
+    assert all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
+    assert not list(model.base.parameters())                # μ, W and ψ are buffers
+    again = build_model("image_gaussian_residual", shape=(1, 6, 6), rank=10, net_kwargs=dict(widths=(8, 8, 8), emb=8))
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.base.factor, model.base.factor.float())
+    with pytest.raises(ValueError, match="one-channel"):
+        build_model("image_gaussian_residual", shape=(3, 6, 6), rank=4)

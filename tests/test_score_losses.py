@@ -231,3 +231,24 @@ def test_noise_entropy_excess_is_the_mutual_information_for_gaussian_data():
     assert abs(ex.mean().item() - mi) < 4 * se and se < 0.02
     bad = noise_entropy_excess(lambda y, c: exact(y, c) + 5.0, x, cov, g)
     assert abs(bad.mean().item() - (mi - 5.0)) < 4 * se and bad.mean().item() < -2.5
+
+
+@pytest.mark.parametrize("basis", ["pixel", "fourier"])
+def test_adsm_floor_reweights_to_the_floored_whitening_of_the_denoising_error(basis):
+    from energy_utils.score_losses import adsm_loss
+    g = torch.Generator().manual_seed(0)
+    fam = CovFamily(var_min=1e-3, var_max=10.0)
+    cov = fam.sample(3, (1, 4, 4), g, torch.float64)
+    cov = DiagCov(cov.log_var, torch.full((3,), basis == "fourier"))
+    if basis == "fourier":      # a real operator needs a conjugate-symmetric spectrum
+        from energy_utils.covariances import symmetrize_spectrum
+        cov = DiagCov(symmetrize_spectrum(cov.log_var, (-2, -1)), cov.fourier)
+    eps, grad = cov.sample(1, g), torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    err = (cov.apply(grad) - eps).reshape(3, -1)                      # x − D = Σ∇U − ε
+    S = cov.dense(1)
+    for c in (0.0, 0.05):
+        W = torch.linalg.inv(S + c * torch.eye(16, dtype=torch.float64))
+        expected = torch.einsum("bi,bij,bj->b", err, W, err) / 16
+        assert torch.allclose(adsm_loss(grad, eps, cov, floor=c), expected, atol=1e-10)
+    with pytest.raises(ValueError, match="floor"):
+        adsm_loss(grad, eps, cov, floor=-1.0)
