@@ -11,7 +11,7 @@ ENERGY_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export ENERGY_DATA_DIR
 
 # Notebooks whose committed full-profile outputs nbval re-executes and compares (cells marked NBVAL_CHECK_OUTPUT).
-NBVAL_NOTEBOOKS := notebooks/01_miyasawa_tweedie.ipynb notebooks/04_irem.ipynb notebooks/05_unified_iteration.ipynb notebooks/07_beyond_images.ipynb notebooks/08_normalized_energy.ipynb
+NBVAL_NOTEBOOKS := notebooks/01_miyasawa_tweedie.ipynb notebooks/04_irem.ipynb notebooks/05_unified_iteration.ipynb notebooks/07_beyond_images.ipynb notebooks/08_normalized_energy.ipynb notebooks/09_posterior_sampling.ipynb
 
 .PHONY: run test env smoke check-pairs bench clean
 
