@@ -445,9 +445,9 @@ report.value("learned_vs_exact_sw2_ratio", {
 # * `box`: the centred 14×14 box unobserved; `pixels`: 25 % of the pixels observed at random (masks: the
 #   paper's PC sampler applies, with MALA correctors);
 # * `deblur`: a Gaussian blur (std 1 pixel, circular boundary, `operators.circular_gaussian_blur`) of the whole
-#   digit; `sr4`: 4×4 block averages (49
-#   measurements). For these two the energy sampler is annealed Langevin with the noise-annealed likelihood
-#   (section 1: it is exact for masks only in the PC form; the paper runs blur and SR in a Fourier basis).
+#   digit; `sr4`: 4×4 block averages (49 measurements). For these two the energy sampler is annealed Langevin
+#   with the noise-annealed likelihood (section 1: it is exact for masks only in the PC form; the paper runs blur
+#   and SR in a Fourier basis).
 #
 # Baselines: DPS, RED-Diff and DAPS on the Tweedie denoiser of the same energy (same backbone and data); the
 # Kadkhodaie–Simoncelli sampler with notebook 03's blind UNet denoiser (masks and SR, whose operators have
@@ -554,8 +554,8 @@ report.table("regression_training", reg_rows)
 
 # %%
 mn_val = load_mnist("val").images[: mn_cfg["mn_val"]].double()
-g_val = torch.Generator().manual_seed(SEED + 79)
-y_val = {t: mn_val.flatten(1) @ MN_A[t].T + SIGMA_N * torch.randn(len(mn_val), MN_A[t].shape[0], generator=g_val,
+g_mn_val = torch.Generator().manual_seed(SEED + 79)
+y_val = {t: mn_val.flatten(1) @ MN_A[t].T + SIGMA_N * torch.randn(len(mn_val), MN_A[t].shape[0], generator=g_mn_val,
                                                                      dtype=torch.float64) for t in MN_TASKS}
 CLASSICAL = {"pseudo-inverse": (lambda A, y, r: controls.pseudo_inverse_solution(A, y, SHAPE, rcond=r),
                                 [1e-10, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 0.5, 0.7]),
@@ -565,9 +565,9 @@ for task in MN_TASKS:
     for method, (solve, grid) in CLASSICAL.items():
         val_mse = {k: (solve(MN_A[task], y_val[task], k).clamp(0, 1) - mn_val).pow(2).mean().item() for k in grid}
         classical_knob[(task, method)] = min(val_mse, key=val_mse.get)
+        best = classical_knob[(task, method)]
         classical_rows.append({"task": task, "method": method, "knob": "r" if method == "pseudo-inverse" else "λ",
-                               "chosen": classical_knob[(task, method)], "validation MSE": val_mse[classical_knob[(task, method)]],
-                               "grid": grid})
+                               "chosen": best, "validation MSE": val_mse[best], "grid": grid})
 report.table("classical_controls_tuning", classical_rows)
 
 # %%
