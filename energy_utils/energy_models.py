@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .controls import GaussianPrior
 from .covariances import DiagCov, symmetrize_spectrum
 from .networks import count_parameters  # noqa: F401  (re-exported: energies are networks too)
 
@@ -321,16 +322,16 @@ class GaussianBase(nn.Module):
         self.register_buffer("psi", torch.ones(()))
 
     def fit(self, x: torch.Tensor, ridge: float = 1e-4) -> "GaussianBase":
-        """Set μ, W and ψ from clean examples x (N, 1, H, W): the eigendecomposition of their covariance + ridge·I."""
-        flat = x.reshape(x.shape[0], -1).double()
-        if flat.shape[1] != self.d:
-            raise ValueError(f"examples have {flat.shape[1]} pixels, the base expects {self.d}")
-        cov = torch.cov(flat.T) + ridge * torch.eye(self.d, dtype=torch.float64)
-        evals, evecs = torch.linalg.eigh(cov)
+        """Set μ, W and ψ from clean examples x (N, 1, H, W): the eigendecomposition of the Gaussian control's
+        covariance (:meth:`energy_utils.controls.GaussianPrior.fit`, sample covariance + ridge·I)."""
+        if x[0].numel() != self.d:
+            raise ValueError(f"examples have {x[0].numel()} pixels, the base expects {self.d}")
+        prior = GaussianPrior.fit(x, ridge)
+        evals, evecs = torch.linalg.eigh(prior.cov)
         evals, evecs = evals.flip(0), evecs.flip(1)
         psi = evals[self.rank:].mean()
         w = evecs[:, :self.rank] * (evals[:self.rank] - psi).clamp_min(0).sqrt()
-        self.mean.copy_(flat.mean(0).reshape(self.mean.shape).float())
+        self.mean.copy_(prior.mean.reshape(self.mean.shape).float())
         self.factor.copy_(w.T.reshape(self.factor.shape).float())
         self.psi.fill_(float(psi))
         return self
