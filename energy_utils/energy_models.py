@@ -56,15 +56,11 @@ def energy_and_scores(model: nn.Module, y: torch.Tensor, cov: DiagCov, create_gr
     """U, ∇_yU and (optionally) ∂U/∂log v from one ``torch.autograd.grad`` call.
 
     ``create_graph=True`` keeps the graph so a loss on the scores can be backpropagated (training).
-    The raw covariance score is ∇_vU = grad_logvar / v. For a :class:`GaussianResidualEnergy` the scores are
-    the sum of its residual network's (through this function) and its fixed Gaussian base's (closed form,
-    :meth:`GaussianBase.scores`: the base has no parameters, so no graph is kept through it).
+    The raw covariance score is ∇_vU = grad_logvar / v. A model with its own ``scores(y, cov, create_graph,
+    cov_score)`` method (e.g. :class:`GaussianResidualEnergy`, whose base has closed-form scores) computes them.
     """
-    if isinstance(model, GaussianResidualEnergy):
-        net = energy_and_scores(model.net, y, cov, create_graph, cov_score)
-        base = model.base.scores(y, cov, cov_score)
-        return Scores(net.energy + base.energy.to(net.energy.dtype), net.grad_y + base.grad_y.to(net.grad_y.dtype),
-                      None if not cov_score else net.grad_logvar + base.grad_logvar.to(net.grad_logvar.dtype))
+    if callable(getattr(model, "scores", None)):
+        return model.scores(y, cov, create_graph, cov_score)
     y = y.detach().requires_grad_(True) if not y.requires_grad else y
     if cov_score:
         cov = cov.requires_grad_()
@@ -387,8 +383,9 @@ class GaussianBase(nn.Module):
         """U_G(y, Σ) per example, (B,)."""
         return self._terms(y, cov, cov_score=False)[0]
 
-    def scores(self, y: torch.Tensor, cov: DiagCov, cov_score: bool = True) -> Scores:
-        """U_G, ∇_yU_G and ∂U_G/∂log v (closed form, detached: the base has no parameters)."""
+    def scores(self, y: torch.Tensor, cov: DiagCov, create_graph: bool = False, cov_score: bool = True) -> Scores:
+        """U_G, ∇_yU_G and ∂U_G/∂log v (closed form, detached: the base has no parameters, so ``create_graph``
+        has nothing to keep)."""
         with torch.no_grad():
             u, g, h = self._terms(y.detach(), cov.detach(), cov_score)
         return Scores(u, g, None if h is None else h.to(cov.log_var.dtype))
@@ -420,6 +417,14 @@ class GaussianResidualEnergy(EnergyModel):
 
     def forward(self, y, cov):
         return self.net(y, cov) + self.base.energy(y, cov).to(y.dtype)
+
+    def scores(self, y, cov, create_graph: bool = False, cov_score: bool = True) -> Scores:
+        """The residual network's scores (autograd, :func:`energy_and_scores`) plus the base's (closed form, no
+        graph: the base has no parameters)."""
+        net = energy_and_scores(self.net, y, cov, create_graph, cov_score)
+        base = self.base.scores(y, cov, cov_score=cov_score)
+        return Scores(net.energy + base.energy.to(net.energy.dtype), net.grad_y + base.grad_y.to(net.grad_y.dtype),
+                      None if not cov_score else net.grad_logvar + base.grad_logvar.to(net.grad_logvar.dtype))
 
     energy = forward
 
