@@ -384,10 +384,14 @@ class GaussianBase(nn.Module):
         return self._terms(y, cov, cov_score=False)[0]
 
     def scores(self, y: torch.Tensor, cov: DiagCov, create_graph: bool = False, cov_score: bool = True) -> Scores:
-        """U_G, ∇_yU_G and ∂U_G/∂log v (closed form, detached: the base has no parameters, so ``create_graph``
-        has nothing to keep)."""
-        with torch.no_grad():
-            u, g, h = self._terms(y.detach(), cov.detach(), cov_score)
+        """U_G, ∇_yU_G and ∂U_G/∂log v in closed form. The base has no parameters, so without ``create_graph``
+        they are computed without a graph; with it they stay differentiable in y and Σ (a sampler such as DPS
+        differentiates the denoiser y − Σ∇_yU through them)."""
+        if create_graph:
+            u, g, h = self._terms(y, cov, cov_score)
+        else:
+            with torch.no_grad():
+                u, g, h = self._terms(y.detach(), cov.detach(), cov_score)
         return Scores(u, g, None if h is None else h.to(cov.log_var.dtype))
 
 
@@ -419,10 +423,10 @@ class GaussianResidualEnergy(EnergyModel):
         return self.net(y, cov) + self.base.energy(y, cov).to(y.dtype)
 
     def scores(self, y, cov, create_graph: bool = False, cov_score: bool = True) -> Scores:
-        """The residual network's scores (autograd, :func:`energy_and_scores`) plus the base's (closed form, no
-        graph: the base has no parameters)."""
+        """The residual network's scores (autograd, :func:`energy_and_scores`) plus the base's (closed form,
+        differentiable in y and Σ when ``create_graph``)."""
         net = energy_and_scores(self.net, y, cov, create_graph, cov_score)
-        base = self.base.scores(y, cov, cov_score=cov_score)
+        base = self.base.scores(y, cov, create_graph, cov_score)
         return Scores(net.energy + base.energy.to(net.energy.dtype), net.grad_y + base.grad_y.to(net.grad_y.dtype),
                       None if not cov_score else net.grad_logvar + base.grad_logvar.to(net.grad_logvar.dtype))
 

@@ -99,18 +99,22 @@ def train_energy_model(model: nn.Module, data: torch.Tensor | Callable, cov_fami
 
     return fit(model, optimizer, loss_fn, sample_batch, n_steps, scratch=scratch, scheduler=scheduler,
                clip_grad=clip_grad, desc=desc, checkpoint_every=checkpoint_every, log_every=log_every,
-               validate=validate, validate_every=validate_every, max_time_s=max_time_s)
+               validate=validate, validate_every=validate_every, max_time_s=max_time_s,
+               settings={"dual": dual, "csm_weight": float(csm_weight), "dsm_floor": float(dsm_floor),
+                         "batch_size": batch_size, "lr": lr, "seed": seed})
 
 
 def energy_validation(x_val: torch.Tensor, cov_family: CovFamily, fixed_covs: dict[str, DiagCov] | None = None,
-                      seed: int = 0) -> Callable[[nn.Module], dict]:
+                      seed: int = 0, dsm_floor: float = 0.0) -> Callable[[nn.Module], dict]:
     """A validation callable for :func:`train_energy_model` on held-out clean examples ``x_val``.
 
     Σ_j ~ ``cov_family`` (one per example) and ε_j ~ N(0, Σ_j) are drawn **once** here (generator ``seed``), so
     the values are comparable across training steps and between models. ``validate(model)`` returns, in order:
 
     * ``val_loss``: the mean A-DSM loss (1/d)‖Σ^{½}∇_yU − Σ^{−½}ε‖² on these draws (the metric PlateauLR
-      watches; the same for single and dual models, so their curves are comparable);
+      watches; the same for single and dual models, so their curves are comparable); with ``dsm_floor`` c > 0
+      it is the floored loss the model is trained on (:func:`energy_utils.score_losses.adsm_loss`) and the
+      paper's unfloored loss is reported beside it as ``val_loss_paper``;
     * ``val_csm``: the mean A-CSM loss (1/d²) Σ_i (v_i ∂U/∂v_i − ½Σ_c(1 − ε̃²_{c,i}))² on the same draws
       (unweighted; what the dual model also fits, and what the single model does not);
     * ``val_mse@<name>``: for each fixed covariance of ``fixed_covs`` (one Σ, batch 1, shared by all examples;
@@ -137,8 +141,10 @@ def energy_validation(x_val: torch.Tensor, cov_family: CovFamily, fixed_covs: di
         dev, dt = p.device, p.dtype
         xs, e, cv = x.to(dev, dt), eps.to(dev, dt), cov.to(dt, dev)
         sc = energy_and_scores(model, xs + e, cv, cov_score=True)
-        out = {"val_loss": adsm_loss(sc.grad_y, e, cv).mean().item(),
-               "val_csm": acsm_loss(sc.grad_logvar, e, cv).mean().item()}
+        out = {"val_loss": adsm_loss(sc.grad_y, e, cv, dsm_floor).mean().item()}
+        if dsm_floor > 0:
+            out["val_loss_paper"] = adsm_loss(sc.grad_y, e, cv).mean().item()
+        out["val_csm"] = acsm_loss(sc.grad_logvar, e, cv).mean().item()
         for name, (cn, en) in fixed.items():
             cn = cn.to(dt, dev)
             out[f"val_mse@{name}"] = (denoise(model, xs + en.to(dev, dt), cn) - xs).pow(2).mean().item()

@@ -68,7 +68,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
         n_steps: int, *, scratch: Path | None = None, checkpoint_every: int = 500, scheduler=None,
         clip_grad: float | None = None, desc: str = "train", log_every: int = 10,
         max_time_s: float | None = None, validate: Callable | None = None, validate_every: int = 500,
-        autocast_dtype: torch.dtype | None = None, shard_batch: Callable | None = None) -> dict:
+        autocast_dtype: torch.dtype | None = None, shard_batch: Callable | None = None,
+        settings: dict | None = None) -> dict:
     """Train and return ``{"step": [...], "loss": [...], "val": [...], "wall_time_s": float, "resumed_from": int}``.
 
     ``loss_fn(model, batch)`` returns a scalar loss, or ``(loss, extra)`` with a dict of floats to log.
@@ -78,6 +79,10 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
     ``validate_every`` steps; each result enters ``history["val"]`` with its step and the training wall time.
     A scheduler with an ``observe(value)`` method (:class:`PlateauLR`) receives the first metric and ends the
     training when its ``done`` becomes true (``history["converged_at"]``).
+
+    ``settings`` (optional, e.g. the loss weights and learning rate) are stored in ``scratch``'s state; resuming
+    from a state saved with other settings is refused, so that a changed recipe does not silently continue a
+    model trained on another loss (states saved without settings are resumed as before).
 
     **Mixed precision.** ``autocast_dtype=torch.bfloat16`` runs ``loss_fn`` (forward pass and loss) under
     ``torch.autocast``: matrix products and convolutions in bf16, reductions and normalisations in float32
@@ -120,6 +125,9 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
     state_path = Path(scratch) / "train_state.pt" if scratch is not None else None
     if state_path is not None and state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if settings is not None and saved.get("settings") not in (None, settings):
+            raise ValueError(f"{state_path} was trained with settings {saved['settings']}, this run asks for "
+                             f"{settings}: delete that file to start afresh, or resume with its settings")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved.get("scheduler") is not None:
@@ -143,7 +151,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
             tmp = state_path.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "history": history, "step": step, "rng": _rng_state(),
+                        "history": history, "step": step, "rng": _rng_state(), "settings": settings,
                         **({"rng_ranks": rngs, "world_size": world} if world > 1 else {})}, tmp)
             tmp.replace(state_path)
         distributed.barrier()

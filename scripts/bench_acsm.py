@@ -8,10 +8,12 @@
 2. ∇_yU (a forward and a backward pass of the energy) over a plain forward of the same backbone
    (D = y − Σ s_θ(y, Σ) under ``no_grad``), and ∇_yU with ∂U/∂log v from one call over ∇_yU alone, at inference.
 
-Models: notebook 08's MNIST ``ImageEnergy`` (batch 32, 28×28, half pixel- and half Fourier-type Σ) and its mixture
-``VectorEnergy`` (d = 16, batch 256). Setting: 1 torch thread (``--threads``), the variants interleaved round by
-round in alternating order (so that drifts in machine load hit both alike), 2 warm-up rounds discarded, medians
-over the rounds; a ratio is the median of the per-round ratios. Times are the process' CPU time on the CPU
+Models: notebook 08's MNIST ``ImageEnergy`` (batch 32, 28×28, half pixel- and half Fourier-type Σ), the same network
+as the residual of a ``GaussianResidualEnergy`` (rank-256 base, fitted here on random images: the cost does not
+depend on the data; training step only) and its mixture ``VectorEnergy`` (d = 16, batch 256). Setting: 1 torch
+thread (``--threads``), the variants interleaved round by round in alternating order (so that drifts in machine
+load hit both alike), 2 warm-up rounds discarded, medians over the rounds; a ratio is the median of the per-round
+ratios. Times are the process' CPU time on the CPU
 (other jobs on a shared machine then delay a step without counting in it; they still slow it through shared
 caches, which moves the ratios by a few per cent) and wall time after synchronisation on CUDA.
 
@@ -28,7 +30,8 @@ import time
 import torch
 
 from energy_utils.covariances import CovFamily
-from energy_utils.energy_models import ImageEnergy, VectorEnergy, count_parameters, energy_and_scores
+from energy_utils.energy_models import (GaussianResidualEnergy, ImageEnergy, VectorEnergy, count_parameters,
+                                        energy_and_scores)
 from energy_utils.runtime import configure_threads, describe_hardware, pick_device
 from energy_utils.score_losses import score_matching_loss
 
@@ -107,7 +110,11 @@ def run_all(rounds: int = 10, threads: int = 1, device: str = "auto") -> tuple[l
     img = ImageEnergy().to(dev)
     torch.nn.init.normal_(img.out.weight, std=0.01)
     x = torch.rand(32, 1, 28, 28, generator=g).to(dev)
-    res = [measure("MNIST ImageEnergy", img, x, fam.sample(32, (1, 28, 28), g).to(device=dev), rounds)]
+    cov = fam.sample(32, (1, 28, 28), g).to(device=dev)
+    res = [measure("MNIST ImageEnergy", img, x, cov, rounds)]
+    gres = GaussianResidualEnergy.from_data(torch.rand(1000, 1, 28, 28, generator=g), 256).to(dev)
+    torch.nn.init.normal_(gres.net.out.weight, std=0.01)
+    res.append(measure("MNIST GaussianResidualEnergy (rank 256)", gres, x, cov, rounds, inference=False))
     vec = VectorEnergy(16, width=128).to(dev)
     torch.nn.init.normal_(vec.out.weight, std=0.01)
     x = torch.randn(256, 16, generator=g).to(dev)

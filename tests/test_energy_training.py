@@ -35,6 +35,19 @@ def test_a_resumed_energy_training_continues_identically(tmp_path):
     assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
     assert list(straight["val"][0])[2:] == ["val_loss", "val_csm", "val_mse@iso@0.1"]
     assert all(set(e) == {"dsm", "csm"} for e in straight["extra"])
+    model, x, validate = small_image_problem()                   # a changed loss does not continue this state
+    with pytest.raises(ValueError, match="trained with settings .*delete that file"):
+        train_energy_model(model, x, FAM, 6, 4, 1e-2, validate=validate, scratch=tmp_path, dsm_floor=1.0, **kw)
+
+
+def test_a_floored_validation_reports_the_paper_loss_beside_the_watched_one():
+    model, x, _ = small_image_problem()
+    fixed = {"iso@0.1": DiagCov.isotropic(0.1, (1, 8, 8))}
+    plain = energy_validation(x[:6], FAM, fixed, seed=3)(model)
+    floored = energy_validation(x[:6], FAM, fixed, seed=3, dsm_floor=1.0)(model)
+    assert list(floored) == ["val_loss", "val_loss_paper", "val_csm", "val_mse@iso@0.1"]
+    assert floored["val_loss_paper"] == plain["val_loss"] and floored["val_csm"] == plain["val_csm"]
+    assert floored["val_loss"] < plain["val_loss"]       # weights v/(v + 1) < 1 on every coordinate
 
 
 def test_single_and_dual_see_the_same_batches_and_differ_only_by_the_csm_term():

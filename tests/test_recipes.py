@@ -62,6 +62,8 @@ def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_bas
         f.unlink()
     model, meta = recipes.train(name, "smoke", "cpu", max_time_s=1e-9)      # stops after its first step
     assert meta["kind"] == "image_gaussian_residual" and meta["kwargs"]["rank"] == recipes.MNIST_GAUSSIAN_RANK
+    assert meta["dsm_floor"] == recipes.MNIST_RESIDUAL_DSM_FLOOR > 0                # trained on the floored A-DSM
+    assert meta["val"][0]["val_loss"] < meta["val"][0]["val_loss_paper"]            # ... and watched with it
     again, m = load_energy_model(name, "smoke")
     assert isinstance(again, GaussianResidualEnergy) and m["steps"] == 1
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
