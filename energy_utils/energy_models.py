@@ -289,6 +289,15 @@ class ImageEnergy(EnergyModel):
 # ---------------------------------------------------------------------------------------------------------
 # A learned residual on the Gaussian (linear-MMSE) control
 # ---------------------------------------------------------------------------------------------------------
+def _unique_rows(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct rows of ``key`` (B, n): ``(rows, first, which)`` with ``rows = key[first]`` and
+    ``key[i] == rows[which[i]]`` for every i."""
+    rows, which = torch.unique(key, dim=0, return_inverse=True)
+    first = torch.full((rows.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, which, torch.arange(key.shape[0], device=key.device), reduce="amin")
+    return rows, first, which
+
+
 class GaussianBase(nn.Module):
     """The exact energy of a Gaussian prior N(μ, C_k) seen through noise of covariance Σ, for images (B, 1, H, W):
 
@@ -301,7 +310,8 @@ class GaussianBase(nn.Module):
 
     Cost: with D = Σ + ψI (diagonal in Σ's own basis, eigenvalues e_j ≥ ψ > 0), Woodbury gives
     (D + WWᵀ)⁻¹ = D⁻¹ − D⁻¹W M⁻¹ WᵀD⁻¹ and log det(D + WWᵀ) = Σ_j log e_j + log det M, M = I_k + WᵀD⁻¹W, so
-    a batch costs O(B k² d), not O(B d³); ψ bounds the condition number of M by 1 + ‖W‖²/ψ, so float32 is enough.
+    a batch costs O(U k² d + B k d) for U distinct Σ among its B rows (M is factorised once per distinct Σ), not
+    O(B d³); ψ bounds the condition number of M by 1 + ‖W‖²/ψ, so float32 is enough.
     The scores are closed-form (no autograd): ∇_yU_G = α = (C_k + Σ)⁻¹r and, with B = I (pixel Σ) or the unitary
     DFT (Fourier Σ),  ∂U_G/∂log v_j = ½ v_j ([B(C_k + Σ)⁻¹Bᴴ]_jj − |(Bα)_j|²)."""
 
@@ -352,31 +362,38 @@ class GaussianBase(nn.Module):
         e = torch.where(four, symmetrize_spectrum(v, dims), v) + self.psi          # eigenvalues of D = Σ + ψI
         inv = 1.0 / e                                                              # (B, 1, H, W)
 
-        def in_basis(x):            # B x: x itself for pixel rows, its unitary DFT for Fourier rows (complex)
+        def in_basis(x, f):         # B x: x itself for pixel rows, its unitary DFT for Fourier rows (complex)
             fx = torch.fft.fft2(x, norm="ortho")
-            return torch.where(four, fx, x.to(fx.dtype))
+            return torch.where(f, fx, x.to(fx.dtype))
 
-        def apply_inv(x):           # D⁻¹ x for x (B, n, H, W)
-            fx = torch.fft.ifft2(torch.fft.fft2(x, norm="ortho") * inv, norm="ortho").real
-            return torch.where(four, fx, x * inv)
+        def apply_inv(x, d_inv, f):  # D⁻¹ x for x (B, n, H, W)
+            fx = torch.fft.ifft2(torch.fft.fft2(x, norm="ortho") * d_inv, norm="ortho").real
+            return torch.where(f, fx, x * d_inv)
 
+        # The k × k system M = I + WᵀD⁻¹W depends on Σ only: it is factorised once per distinct Σ of the batch
+        # (a sampler or a blind scan shares one Σ across the whole batch), then indexed per example.
+        key = torch.cat([e.detach().flatten(1), four.detach().flatten(1).to(e.dtype)], 1)
+        _, first, which = _unique_rows(key)
+        e_u, inv_u, four_u = e[first], inv[first], four[first]
         w = self.factor.to(y.dtype)
-        dw = apply_inv(w.unsqueeze(0).expand(B, -1, -1, -1))                       # D⁻¹W, (B, k, H, W)
-        w_flat, dw_flat = w.reshape(k, -1), dw.reshape(B, k, -1)
+        U = first.numel()
+        dw = apply_inv(w.unsqueeze(0).expand(U, -1, -1, -1), inv_u, four_u)       # D⁻¹W per distinct Σ, (U, k, H, W)
+        w_flat, dw_flat = w.reshape(k, -1), dw.reshape(U, k, -1)
         M = torch.eye(k, dtype=y.dtype, device=y.device) + torch.einsum("kd,bld->bkl", w_flat, dw_flat)
-        L = torch.linalg.cholesky(0.5 * (M + M.transpose(1, 2)))
+        L_u = torch.linalg.cholesky(0.5 * (M + M.transpose(1, 2)))
+        L = L_u[which]
         r = y - self.mean.to(y.dtype)
-        dr = apply_inv(r)                                                           # D⁻¹r
+        dr = apply_inv(r, inv, four)                                                # D⁻¹r
         t = torch.einsum("kd,bd->bk", w_flat, dr.reshape(B, -1))
         z = torch.cholesky_solve(t.unsqueeze(-1), L).squeeze(-1)                    # M⁻¹WᵀD⁻¹r
-        alpha = dr - torch.einsum("bkd,bk->bd", dw_flat, z).reshape(r.shape)          # (C_k + Σ)⁻¹ r
-        logdet = e.log().flatten(1).sum(1) + 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        energy = 0.5 * (r * alpha).flatten(1).sum(1) + 0.5 * logdet + 0.5 * self.d * math.log(2 * math.pi)
+        alpha = dr - apply_inv(torch.einsum("kd,bk->bd", w_flat, z).reshape(r.shape), inv, four)   # (C_k + Σ)⁻¹ r
+        logdet_u = e_u.log().flatten(1).sum(1) + 2 * L_u.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        energy = 0.5 * (r * alpha).flatten(1).sum(1) + 0.5 * logdet_u[which] + 0.5 * self.d * math.log(2 * math.pi)
         grad_logvar = None
         if cov_score:
-            yt = torch.linalg.solve_triangular(L, dw_flat, upper=False)            # L⁻¹WᵀD⁻¹ (k × d): Y = D⁻¹W L⁻ᵀ
-            diag = inv - in_basis(yt.reshape(B, k, *self.shape[1:])).abs().pow(2).sum(1, keepdim=True)
-            grad_logvar = 0.5 * v * (diag - in_basis(alpha).abs().pow(2))
+            yt = torch.linalg.solve_triangular(L_u, dw_flat, upper=False)          # L⁻¹WᵀD⁻¹ (k × d): Y = D⁻¹W L⁻ᵀ
+            diag_u = inv_u - in_basis(yt.reshape(U, k, *self.shape[1:]), four_u).abs().pow(2).sum(1, keepdim=True)
+            grad_logvar = 0.5 * v * (diag_u[which] - in_basis(alpha, four).abs().pow(2))
         return energy, alpha, grad_logvar
 
     def energy(self, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:

@@ -217,6 +217,23 @@ def test_gaussian_base_energy_and_scores_are_exact_for_pixel_and_fourier_covaria
     assert torch.allclose(model(y, cov), ref, atol=1e-10)   # the plain forward gives the same energy
 
 
+def test_gaussian_base_shares_one_factorisation_per_distinct_covariance():
+    """A batch whose rows repeat a few Σ gives, row by row, what each row gives alone."""
+    from energy_utils.energy_models import energy_and_scores
+    model, _ = _residual_model()
+    cov = CovFamily(var_min=1e-3, var_max=10.0).sample(3, (1, 6, 6), torch.Generator().manual_seed(5), torch.float64)
+    cov = DiagCov(cov.log_var, torch.tensor([True, False, False]))
+    idx = torch.tensor([2, 0, 2, 1, 0, 2, 1])
+    rep = DiagCov(cov.log_var[idx], cov.fourier[idx])
+    y = torch.rand(7, 1, 6, 6, dtype=torch.float64)
+    together = energy_and_scores(model, y, rep)
+    for i in range(7):
+        alone = energy_and_scores(model, y[i:i + 1], rep[i:i + 1])
+        assert torch.allclose(together.energy[i], alone.energy[0], atol=1e-10)
+        assert torch.allclose(together.grad_y[i], alone.grad_y[0], atol=1e-10)
+        assert torch.allclose(together.grad_logvar[i], alone.grad_logvar[0], atol=1e-10)
+
+
 def test_gaussian_residual_energy_starts_as_the_linear_mmse_control_and_full_rank_is_the_sample_covariance():
     from energy_utils import controls
     model, x = _residual_model(rank=35)                     # d − 1: C_k is the sample covariance (+ ridge)
