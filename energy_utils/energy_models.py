@@ -289,13 +289,12 @@ class ImageEnergy(EnergyModel):
 # ---------------------------------------------------------------------------------------------------------
 # A learned residual on the Gaussian (linear-MMSE) control
 # ---------------------------------------------------------------------------------------------------------
-def _unique_rows(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The distinct rows of ``key`` (B, n): ``(rows, first, which)`` with ``rows = key[first]`` and
-    ``key[i] == rows[which[i]]`` for every i."""
+def _unique_rows(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(first, which)`` for the distinct rows of ``key`` (B, n): ``key[first]`` are the distinct rows and
+    ``key[i] == key[first][which[i]]`` for every i."""
     rows, which = torch.unique(key, dim=0, return_inverse=True)
     first = torch.full((rows.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
-    first = first.scatter_reduce(0, which, torch.arange(key.shape[0], device=key.device), reduce="amin")
-    return rows, first, which
+    return first.scatter_reduce(0, which, torch.arange(key.shape[0], device=key.device), reduce="amin"), which
 
 
 class GaussianBase(nn.Module):
@@ -373,7 +372,7 @@ class GaussianBase(nn.Module):
         # The k × k system M = I + WᵀD⁻¹W depends on Σ only: it is factorised once per distinct Σ of the batch
         # (a sampler or a blind scan shares one Σ across the whole batch), then indexed per example.
         key = torch.cat([e.detach().flatten(1), four.detach().flatten(1).to(e.dtype)], 1)
-        _, first, which = _unique_rows(key)
+        first, which = _unique_rows(key)
         e_u, inv_u, four_u = e[first], inv[first], four[first]
         w = self.factor.to(y.dtype)
         U = first.numel()
