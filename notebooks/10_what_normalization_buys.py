@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from energy_utils import blind, metrics
+from energy_utils import blind, metrics, recipes
 from energy_utils import posterior_samplers as ps
 from energy_utils.covariances import DiagCov, box_var, half_var
 from energy_utils.data import extract_patches, load_image_set, load_mnist
@@ -214,13 +214,14 @@ noise_table = report.table("noise_level_posterior", noise_rows)
 # * the noise level of an isotropic observation, σ² ∈ {0.01, 0.1, 1}, candidates a 25-point log grid on
 #   [10⁻³, 10] (it holds the true values).
 #
-# Energies: the dual and single MNIST energies of notebook 08, the **per-pixel Gaussian control** (no network:
+# Energies: the dual and single MNIST energies of notebook 08 (learned residuals on a rank-256 PCA Gaussian; at
+# initialisation they equal that Gaussian up to its rank), the **per-pixel Gaussian control** (no network:
 # independent pixels with the training digits' means and variances) and the full Gaussian control N(μ, C + Σ).
 # Reported: hit rate (θ̂ = θ) and median |θ̂ − θ|.
 
 # %%
-mn = {arm: load_energy_model(f"08_mnist_energy_{arm}", "full", device) for arm in ("dual", "single")}
-report.table("mnist_energies", [{"model": f"08_mnist_energy_{arm}", "steps": m[1]["steps"],
+mn = {arm: load_energy_model(recipes.MNIST_ENERGY_RECIPES[arm], "full", device) for arm in ("dual", "single")}
+report.table("mnist_energies", [{"model": recipes.MNIST_ENERGY_RECIPES[arm], "steps": m[1]["steps"],
                                  "hours": round(m[1]["wall_time_s"] / 3600, 2), "converged": m[1]["converged"]}
                                 for arm, m in mn.items()])
 fit, test = load_mnist("fit"), load_mnist("test")
