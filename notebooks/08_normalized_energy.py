@@ -1188,12 +1188,13 @@ if TRAINED_FULL:
 #   control at every Σ" is recorded and not met; on average over the grid the dual energy is about level with the
 #   control. Part of the high-noise loss is the base's own: the untrained energy (the rank-256 Gaussian alone) is
 #   worse than the full-covariance control at every Σ of the grid, by about 10 % on the masks at σ² ≥ 0.1, and the
-#   single model stays near it there (a full-rank base is the next thing to try). A-CSM costs some
-#   denoising accuracy (the single model beats the control at more Σ than the dual) and buys what needs the
-#   Σ-dependence of U: the blind box side, found exactly by the dual model and missed by the single one (medians
-#   below), although the single model's base carries the exact Gaussian ½ log det(C_k + Σ): A-DSM leaves the
-#   residual's Σ-dependent offset free, and it drifts (the single model's A-CSM validation loss grows as it
-#   trains, figure `08_mnist_energy_validation`). Normalisation: the dual model **fails** the entropy bound at t = 10 and 100 (by the nats printed
+#   single model stays near it there (a full-rank base is the next thing to try). Dual against single (one
+#   training seed each, so no seed-level verdict): the single model beats the control at more Σ than the dual,
+#   while only the dual finds the blind box side, which needs the Σ-dependence of U (medians below). The single
+#   model misses it although its base carries the exact Gaussian ½ log det(C_k + Σ): A-DSM leaves the residual's
+#   Σ-dependent offset free, and it drifts (the single model's A-CSM validation loss grows as it trains, figure
+#   `08_mnist_energy_validation`). A gap this large is unlikely to be a seed effect, but three seeds per arm are
+#   needed to say so. Normalisation: the dual model **fails** the entropy bound at t = 10 and 100 (by the nats printed
 #   below), so its absolute log p is not trustworthy at d = 784 at this budget, although its dequantised bits/dim
 #   is below the Gaussian control's. The importance-sampled log Z is set beside that bound, with its ESS.
 #   Rankings of inputs by log p do not depend on the constant; the grey-occlusion ranking, failed by the Gaussian
