@@ -1187,8 +1187,10 @@ if TRAINED_FULL:
 #   (counts and worst ratios printed below, per-Σ ratios in the table above) — so the claim "beats the Gaussian
 #   control at every Σ" is recorded and not met; on average over the grid the dual energy is about level with the
 #   control. Part of the high-noise loss is the base's own: the untrained energy (the rank-256 Gaussian alone) is
-#   worse than the full-covariance control at every Σ of the grid, by about 10 % on the masks at σ² ≥ 0.1, and the
-#   single model stays near it there (a full-rank base is the next thing to try). Dual against single (one
+#   worse than the full-covariance control at every Σ of the grid, by about 10 % on the masks at σ² ≥ 0.1 (about
+#   a quarter of that is data: the control is fitted on all 5,000 training digits, the energies on the 4,000 of
+#   the fitting split, the rest held out for validation), and the single model stays near it there (a higher-rank
+#   base is the next thing to try). Dual against single (one
 #   training seed each, so no seed-level verdict): the single model beats the control at more Σ than the dual,
 #   while only the dual finds the blind box side, which needs the Σ-dependence of U (medians below). The single
 #   model misses it although its base carries the exact Gaussian ½ log det(C_k + Σ): A-DSM leaves the residual's
