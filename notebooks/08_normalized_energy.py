@@ -776,7 +776,8 @@ print("MNIST models final (converged):", MNIST_FINAL)
 #   covariance of the 5,000 training digits: the exact posterior mean under a Gaussian prior and the best
 #   affine denoiser for any prior with these moments;
 # * the **untrained energy** (the same model at initialisation: the rank-256 Gaussian base alone, its residual
-#   zero; within a few per cent of the full-covariance control, the price of the rank);
+#   zero; worse than the full-covariance control at every Σ, by the rank and by the validation digits the
+#   control has in addition — how much is read off the table);
 # * the **plain UNet energy (dual)**, the first attempt described above (`08_mnist_energy_dual`, ≈9.4k steps),
 #   for the record.
 #
