@@ -1191,14 +1191,14 @@ if TRAINED_FULL:
 #   worse than the full-covariance control at every Σ of the grid, by about 10 % on the masks at σ² ≥ 0.1 (about
 #   a quarter of that is data: the control is fitted on all 5,000 training digits, the energies on the 4,000 of
 #   the fitting split, the rest held out for validation), and the single model stays near it there (a higher-rank
-#   base is the next thing to try). Dual against single (one
-#   training seed each, so no seed-level verdict): the single model beats the control at more Σ than the dual,
+#   base is the next thing to try). Dual against single (one training seed each, so no seed-level verdict): the
+#   single model beats the control at more Σ than the dual,
 #   while only the dual finds the blind box side, which needs the Σ-dependence of U (medians below). The single
 #   model misses it although its base carries the exact Gaussian ½ log det(C_k + Σ): A-DSM leaves the residual's
 #   Σ-dependent offset free, and it drifts (the single model's A-CSM validation loss grows as it trains, figure
 #   `08_mnist_energy_validation`). A gap this large is unlikely to be a seed effect, but three seeds per arm are
-#   needed to say so. Normalisation: the dual model **fails** the entropy bound at t = 10 and 100 (by the nats printed
-#   below), so its absolute log p is not trustworthy at d = 784 at this budget, although its dequantised bits/dim
+#   needed to say so. Normalisation: the dual model **fails** the entropy bound at t = 10 and 100 (by the nats
+#   printed below), so its absolute log p is not trustworthy at d = 784 at this budget, although its dequantised bits/dim
 #   is below the Gaussian control's. The importance-sampled log Z is set beside that bound, with its ESS.
 #   Rankings of inputs by log p do not depend on the constant; the grey-occlusion ranking, failed by the Gaussian
 #   control as well, is a recorded claim (see above). A first full run without the offset head and with the
