@@ -361,13 +361,22 @@ class GaussianBase(nn.Module):
         e = torch.where(four, symmetrize_spectrum(v, dims), v) + self.psi          # eigenvalues of D = Σ + ψI
         inv = 1.0 / e                                                              # (B, 1, H, W)
 
-        def in_basis(x, f):         # B x: x itself for pixel rows, its unitary DFT for Fourier rows (complex)
-            fx = torch.fft.fft2(x, norm="ortho")
-            return torch.where(f, fx, x.to(fx.dtype))
+        # Each row is either pixel- or Fourier-diagonal: the FFTs run on the Fourier rows only.
+        def on_fourier_rows(x, f, pixel_value, fourier_fn):
+            rows = f.view(-1).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                return pixel_value
+            return pixel_value.index_copy(0, rows, fourier_fn(x[rows], rows))
+
+        def abs2_in_basis(x, f):     # |B x|²: x² for pixel rows, |unitary DFT of x|² for Fourier rows
+            def fourier(xr, rows):
+                fx = torch.fft.fft2(xr, norm="ortho")
+                return fx.real.pow(2) + fx.imag.pow(2)
+            return on_fourier_rows(x, f, x.pow(2), fourier)
 
         def apply_inv(x, d_inv, f):  # D⁻¹ x for x (B, n, H, W)
-            fx = torch.fft.ifft2(torch.fft.fft2(x, norm="ortho") * d_inv, norm="ortho").real
-            return torch.where(f, fx, x * d_inv)
+            return on_fourier_rows(x, f, x * d_inv, lambda xr, rows: torch.fft.ifft2(
+                torch.fft.fft2(xr, norm="ortho") * d_inv[rows], norm="ortho").real)
 
         # The k × k system M = I + WᵀD⁻¹W depends on Σ only: it is factorised once per distinct Σ of the batch
         # (a sampler or a blind scan shares one Σ across the whole batch), then indexed per example.
@@ -391,8 +400,8 @@ class GaussianBase(nn.Module):
         grad_logvar = None
         if cov_score:
             yt = torch.linalg.solve_triangular(L_u, dw_flat, upper=False)          # L⁻¹WᵀD⁻¹ (k × d): Y = D⁻¹W L⁻ᵀ
-            diag_u = inv_u - in_basis(yt.reshape(U, k, *self.shape[1:]), four_u).abs().pow(2).sum(1, keepdim=True)
-            grad_logvar = 0.5 * v * (diag_u[which] - in_basis(alpha, four).abs().pow(2))
+            diag_u = inv_u - abs2_in_basis(yt.reshape(U, k, *self.shape[1:]), four_u).sum(1, keepdim=True)
+            grad_logvar = 0.5 * v * (diag_u[which] - abs2_in_basis(alpha, four))
         return energy, alpha, grad_logvar
 
     def energy(self, y: torch.Tensor, cov: DiagCov) -> torch.Tensor:

@@ -198,13 +198,16 @@ def _residual_model(rank=10):
     return GaussianResidualEnergy.from_data(x, rank, dict(widths=(8, 8, 8), emb=8)).double(), x
 
 
-def test_gaussian_base_energy_and_scores_are_exact_for_pixel_and_fourier_covariances():
-    """U_G = −log N(y; μ, C_k + Σ) and its two scores, against a dense reference differentiated by autograd."""
+@pytest.mark.parametrize("fourier", [[True, False, True, False, True, False], [False] * 6, [True] * 6],
+                         ids=["mixed", "all_pixel", "all_fourier"])
+def test_gaussian_base_energy_and_scores_are_exact_for_pixel_and_fourier_covariances(fourier):
+    """U_G = −log N(y; μ, C_k + Σ) and its two scores, against a dense reference differentiated by autograd, for
+    batches with both kinds of rows and with one kind only (the FFTs run on the Fourier rows alone)."""
     from energy_utils.energy_models import energy_and_scores
     model, _ = _residual_model()
     y = torch.rand(6, 1, 6, 6, dtype=torch.float64)
     cov = CovFamily(var_min=1e-3, var_max=10.0).sample(6, (1, 6, 6), torch.Generator().manual_seed(1), torch.float64)
-    cov = DiagCov(cov.log_var, torch.tensor([True, False, True, False, True, False]))
+    cov = DiagCov(cov.log_var, torch.tensor(fourier))
     sc = energy_and_scores(model, y, cov)                   # the residual is zero at initialisation
     cv, yl = cov.requires_grad_(), y.clone().requires_grad_(True)
     K = model.base.covariance() + cv.dense(1)
