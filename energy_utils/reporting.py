@@ -174,6 +174,28 @@ class Report:
         print(f"[{status}] {name}: {v:.4g} {comparison} {threshold:.4g}" + (f"  ({note})" if note else ""))
         return passed
 
+    def check_or_record(self, asserted: bool, name: str, value: float, threshold: float, comparison: str = "<=",
+                        note: str = "", key: str = "claims_not_asserted") -> bool:
+        """A claim written before the final run for models that are not final yet: :meth:`check` when
+        ``asserted`` (e.g. the checkpoints say ``converged=True``); otherwise the same comparison is evaluated and
+        recorded with its verdict in the list ``values[key]`` (name, value, threshold, comparison, passes_now,
+        note) and printed as NOT ASSERTED, so that it can neither fail the notebook nor pass silently.
+        Returns whether the claim holds now."""
+        if asserted:
+            return self.check(name, value, threshold, comparison, note)
+        if comparison not in _COMPARISONS:
+            raise ValueError(f"comparison must be one of {sorted(_COMPARISONS)}, got {comparison!r}")
+        v = float(value)
+        passed = math.isfinite(v) and bool(_COMPARISONS[comparison](v, float(threshold)))
+        entry = {"name": name, "value": to_jsonable(v), "threshold": to_jsonable(threshold),
+                 "comparison": comparison, "passes_now": passed}
+        if note:
+            entry["note"] = note
+        self.values[key] = [c for c in self.values.get(key, []) if c["name"] != name] + [entry]
+        print(f"[NOT ASSERTED: {'passes' if passed else 'FAILS'} now] {name}: {v:.4g} {comparison} {threshold:.4g}"
+              + (f"  ({note})" if note else ""))
+        return passed
+
     # -- figures ---------------------------------------------------------------------------------------
     def save_figure(self, fig, name: str, caption: str, dpi: int = style.SAVE_DPI) -> Path:
         """Save ``fig`` as ``figures/<name>.png`` and ``.pdf`` (same bytes for the same figure) and add it to the

@@ -21,6 +21,24 @@ def test_report_writes_json_and_raises_on_failed_check(output_dir):
     assert [c["passed"] for c in result["checks"]] == [True, False]
 
 
+def test_check_or_record_asserts_final_models_and_records_the_verdict_otherwise(output_dir):
+    """Not asserted: a failing claim is recorded with its verdict and does not fail the report; asserted: it
+    is an ordinary check and fails it."""
+    rep = reporting.Report("96_claims", "smoke", 0, "cpu")
+    assert not rep.check_or_record(False, "beats the control", 1.2, 1.0, "<", key="pending")
+    assert rep.check_or_record(False, "nan-free", 0.5, 1.0, "<", note="n", key="pending")
+    assert [(c["name"], c["passes_now"]) for c in rep.values["pending"]] == [("beats the control", False),
+                                                                          ("nan-free", True)]
+    assert not rep.check_or_record(False, "nan never passes", float("nan"), 1.0, "<", key="pending")
+    with pytest.raises(ValueError, match="comparison"):
+        rep.check_or_record(False, "bad", 1.0, 1.0, "=<")
+    rep.check("ok", 0, 1, "<")
+    rep.finish()                                      # nothing asserted failed
+    rep.check_or_record(True, "beats the control", 1.2, 1.0, "<")
+    with pytest.raises(reporting.CheckFailed, match="beats the control"):
+        rep.finish()
+
+
 def test_report_without_checks_fails(output_dir):
     with pytest.raises(reporting.CheckFailed, match="no checks"):
         reporting.Report("98_empty", "smoke", 0, "cpu").finish()
