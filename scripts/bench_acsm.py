@@ -9,8 +9,8 @@
    (D = y − Σ s_θ(y, Σ) under ``no_grad``), and ∇_yU with ∂U/∂log v from one call over ∇_yU alone, at inference.
 
 Models: notebook 08's MNIST ``ImageEnergy`` (batch 32, 28×28, half pixel- and half Fourier-type Σ), the same network
-as the residual of a ``GaussianResidualEnergy`` (rank-256 base, fitted here on random images: the cost does not
-depend on the data; training step only) and its mixture ``VectorEnergy`` (d = 16, batch 256). Setting: 1 torch
+as the residual of a ``GaussianResidualEnergy`` (rank-256 and rank-512 bases, fitted here on random images: the
+cost does not depend on the data; training step only) and its mixture ``VectorEnergy`` (d = 16, batch 256). Setting: 1 torch
 thread (``--threads``), the variants interleaved round by round in alternating order (so that drifts in machine
 load hit both alike), 2 warm-up rounds discarded, medians over the rounds; a ratio is the median of the per-round
 ratios. Times are the process' CPU time on the CPU
@@ -112,9 +112,11 @@ def run_all(rounds: int = 10, threads: int = 1, device: str = "auto") -> tuple[l
     x = torch.rand(32, 1, 28, 28, generator=g).to(dev)
     cov = fam.sample(32, (1, 28, 28), g).to(device=dev)
     res = [measure("MNIST ImageEnergy", img, x, cov, rounds)]
-    gres = GaussianResidualEnergy.from_data(torch.rand(1000, 1, 28, 28, generator=g), 256).to(dev)
-    torch.nn.init.normal_(gres.net.out.weight, std=0.01)
-    res.append(measure("MNIST GaussianResidualEnergy (rank 256)", gres, x, cov, rounds, inference=False))
+    fit = torch.rand(1000, 1, 28, 28, generator=g)
+    for rank in (256, 512):     # the two Gaussian-residual pairs of notebook 08 (recipes gres, gres512)
+        gres = GaussianResidualEnergy.from_data(fit, rank).to(dev)
+        torch.nn.init.normal_(gres.net.out.weight, std=0.01)
+        res.append(measure(f"MNIST GaussianResidualEnergy (rank {rank})", gres, x, cov, rounds, inference=False))
     vec = VectorEnergy(16, width=128).to(dev)
     torch.nn.init.normal_(vec.out.weight, std=0.01)
     x = torch.randn(256, 16, generator=g).to(dev)
