@@ -759,10 +759,10 @@ for task in MN_TASKS:
 report.value("mnist_psnr_gain_over_gaussian_control", beats["Gaussian control"])
 report.value("mnist_psnr_gain_over_tv", beats["TV"])
 report.value("mnist_claims_asserted", MNIST_FINAL)
-if MNIST_FINAL:
-    for control, gains in beats.items():
-        for k, v in gains.items():
-            report.check(f"MNIST {k} beats the {control} on PSNR", v, 0.0, ">")
+for control, gains in beats.items():
+    for k, v in gains.items():
+        report.check_or_record(MNIST_FINAL, f"MNIST {k} beats the {control} on PSNR", v, 0.0, ">",
+                               key="mnist_claims_for_the_retrained_models")
 report.check("every MNIST sampler returned finite samples of the right shape",
              sum(bool(torch.isfinite(s).all()) and s.shape == (n_dig, n_s, *SHAPE) for s in mn_samples.values()),
              sum(len(v) for v in METHODS.values()), ">=")
