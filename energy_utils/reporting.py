@@ -159,19 +159,26 @@ class Report:
             _tables_to_show.append(rows)
         return rows
 
-    def check(self, name: str, value: float, threshold: float, comparison: str = "<=", note: str = "") -> bool:
-        """Record the check ``value <comparison> threshold``; NaN never passes. Returns whether it passed."""
+    @staticmethod
+    def _judge(name, value, threshold, comparison, note, verdict_key):
+        """The entry {name, value, threshold, comparison, <verdict_key>, note} of ``value <comparison> threshold``
+        (NaN never passes), its verdict and its printed line's tail."""
         if comparison not in _COMPARISONS:
             raise ValueError(f"comparison must be one of {sorted(_COMPARISONS)}, got {comparison!r}")
         v = float(value)
         passed = math.isfinite(v) and bool(_COMPARISONS[comparison](v, float(threshold)))
         entry = {"name": name, "value": to_jsonable(v), "threshold": to_jsonable(threshold),
-                 "comparison": comparison, "passed": passed}
+                 "comparison": comparison, verdict_key: passed}
         if note:
             entry["note"] = note
+        line = f"{name}: {v:.4g} {comparison} {threshold:.4g}" + (f"  ({note})" if note else "")
+        return entry, passed, line
+
+    def check(self, name: str, value: float, threshold: float, comparison: str = "<=", note: str = "") -> bool:
+        """Record the check ``value <comparison> threshold``; NaN never passes. Returns whether it passed."""
+        entry, passed, line = self._judge(name, value, threshold, comparison, note, "passed")
         self.checks = [c for c in self.checks if c["name"] != name] + [entry]
-        status = "PASS" if passed else "FAIL"
-        print(f"[{status}] {name}: {v:.4g} {comparison} {threshold:.4g}" + (f"  ({note})" if note else ""))
+        print(f"[{'PASS' if passed else 'FAIL'}] {line}")
         return passed
 
     def check_or_record(self, asserted: bool, name: str, value: float, threshold: float, comparison: str = "<=",
@@ -183,17 +190,9 @@ class Report:
         Returns whether the claim holds now."""
         if asserted:
             return self.check(name, value, threshold, comparison, note)
-        if comparison not in _COMPARISONS:
-            raise ValueError(f"comparison must be one of {sorted(_COMPARISONS)}, got {comparison!r}")
-        v = float(value)
-        passed = math.isfinite(v) and bool(_COMPARISONS[comparison](v, float(threshold)))
-        entry = {"name": name, "value": to_jsonable(v), "threshold": to_jsonable(threshold),
-                 "comparison": comparison, "passes_now": passed}
-        if note:
-            entry["note"] = note
+        entry, passed, line = self._judge(name, value, threshold, comparison, note, "passes_now")
         self.values[key] = [c for c in self.values.get(key, []) if c["name"] != name] + [entry]
-        print(f"[NOT ASSERTED: {'passes' if passed else 'FAILS'} now] {name}: {v:.4g} {comparison} {threshold:.4g}"
-              + (f"  ({note})" if note else ""))
+        print(f"[NOT ASSERTED: {'passes' if passed else 'FAILS'} now] {line}")
         return passed
 
     # -- figures ---------------------------------------------------------------------------------------
