@@ -297,6 +297,19 @@ def _unique_rows(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return first.scatter_reduce(0, which, torch.arange(key.shape[0], device=key.device), reduce="amin"), which
 
 
+def _solve_by_group(L_u: torch.Tensor, which: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """z_i = M_{which[i]}⁻¹ t_i for Cholesky factors ``L_u`` (U, k, k) of U distinct matrices and right-hand sides
+    ``t`` (B, k): the rows sharing a factor are solved together, so no (B, k, k) copy of the factors is made (a
+    sampler's batch of 256 sharing one Σ would copy 268 MB at k = 512). Differentiable (out-of-place)."""
+    if L_u.shape[0] == t.shape[0]:           # every row its own Σ: the gather is as large as L_u itself
+        return torch.cholesky_solve(t.unsqueeze(-1), L_u[which]).squeeze(-1)
+    z = torch.zeros_like(t)
+    for u in range(L_u.shape[0]):
+        rows = (which == u).nonzero().squeeze(1)
+        z = z.index_put((rows,), torch.cholesky_solve(t[rows].T, L_u[u]).T)
+    return z
+
+
 class GaussianBase(nn.Module):
     """The exact energy of a Gaussian prior N(μ, C_k) seen through noise of covariance Σ, for images (B, 1, H, W):
 
@@ -389,11 +402,10 @@ class GaussianBase(nn.Module):
         w_flat, dw_flat = w.reshape(k, -1), dw.reshape(U, k, -1)
         M = torch.eye(k, dtype=y.dtype, device=y.device) + torch.einsum("kd,bld->bkl", w_flat, dw_flat)
         L_u = torch.linalg.cholesky(0.5 * (M + M.transpose(1, 2)))
-        L = L_u[which]
         r = y - self.mean.to(y.dtype)
         dr = apply_inv(r, inv, four)                                                # D⁻¹r
         t = torch.einsum("kd,bd->bk", w_flat, dr.reshape(B, -1))
-        z = torch.cholesky_solve(t.unsqueeze(-1), L).squeeze(-1)                    # M⁻¹WᵀD⁻¹r
+        z = _solve_by_group(L_u, which, t)                                          # M⁻¹WᵀD⁻¹r
         alpha = dr - apply_inv(torch.einsum("kd,bk->bd", w_flat, z).reshape(r.shape), inv, four)   # (C_k + Σ)⁻¹ r
         logdet_u = e_u.log().flatten(1).sum(1) + 2 * L_u.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         energy = 0.5 * (r * alpha).flatten(1).sum(1) + 0.5 * logdet_u[which] + 0.5 * self.d * math.log(2 * math.pi)

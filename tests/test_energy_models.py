@@ -248,13 +248,16 @@ def test_gaussian_residual_energy_starts_as_the_linear_mmse_control_and_full_ran
     assert torch.allclose(denoise(model, y, cov), expected, atol=1e-10)
 
 
-def test_gaussian_residual_scores_with_create_graph_differentiate_through_the_base():
-    """DPS differentiates the denoiser: d⟨g, ∇_yU⟩/dy must be (C_k + Σ)⁻¹g for the base (the residual is zero)."""
+@pytest.mark.parametrize("rows", [(0, 1, 2), (0, 1, 0)], ids=["distinct", "shared"])
+def test_gaussian_residual_scores_with_create_graph_differentiate_through_the_base(rows):
+    """DPS differentiates the denoiser: d⟨g, ∇_yU⟩/dy must be (C_k + Σ)⁻¹g for the base (the residual is zero),
+    with every row its own Σ and with rows sharing one (solved together)."""
     from energy_utils.energy_models import energy_and_scores
     model, _ = _residual_model()
     y = torch.rand(3, 1, 6, 6, dtype=torch.float64, requires_grad=True)
     cov = CovFamily(var_min=1e-3, var_max=10.0).sample(3, (1, 6, 6), torch.Generator().manual_seed(4), torch.float64)
     cov = DiagCov(cov.log_var, torch.tensor([True, False, True]))
+    cov = DiagCov(cov.log_var[list(rows)], cov.fourier[list(rows)])
     g = torch.randn(3, 1, 6, 6, dtype=torch.float64)
     sc = energy_and_scores(model, y, cov, create_graph=True)
     (hvp,) = torch.autograd.grad((sc.grad_y * g).sum(), y)
