@@ -209,7 +209,8 @@ class _Block(nn.Module):
 
 
 class ImageEnergy(EnergyModel):
-    """U_θ(y, Σ) = ½⟨y, s_θ⟩ for (B, C, H, W) images; s_θ = P(u + g_θ(u, Σ)), u = P y, P = (σ_d² + Σ)^{−½}.
+    """U_θ(y, Σ) = ½⟨y, s_θ⟩ for (B, C, H, W) images; s_θ = P(u + g_θ(u, Σ)), u = P y, P = (σ_d² + Σ)^{−½}
+    (with ``bounded``: s_θ = P(u + c g_θ), c = σ_d P, so the network's share of the denoiser stays bounded as Σ grows).
 
     ``a(y, Σ)`` is an offset head: the term 2a·u/‖u‖² adds exactly a to U (½⟨u, 2a u/‖u‖²⟩ = a), with
     a = 8C Σ_i φ(log v_i / 8) + w·pool(h_mid): a per-coordinate function of the log-variances, the shape of the
@@ -228,11 +229,15 @@ class ImageEnergy(EnergyModel):
     """
 
     def __init__(self, channels: int = 1, widths=(16, 32, 48), emb: int = 32, data_var: float = 0.25,
-                 identity: bool = True):
+                 identity: bool = True, bounded: bool = False):
         super().__init__()
         w1, w2, w3 = widths
         self.data_var = data_var
         self.identity = identity      # False: s_θ = P(g + offset), no ½⟨u, u⟩ term (U ≡ 0 at initialisation)
+        # True: the network's term is ½⟨u, c g⟩ with c = σ_d P = σ_d(σ_d² + Σ)^{−½} (EDM's bounded c_out): its share
+        # of the denoiser, Σ∇_y½⟨u, c g⟩ = ΣP c ∇_u(·) = σ_d Σ(σ_d² + Σ)⁻¹ ∇_u(·), stays below σ_d |∇_u(·)| at
+        # every noise level, where with c = 1 it grows like √v (network errors amplified ~3× at v = 10)
+        self.bounded = bounded
         self.embed_pix = _SpatialEmbed(emb, "replicate")
         self.embed_four = _SpatialEmbed(emb, "circular")
         self.inp = _GainConv(channels, w1, emb)
@@ -278,6 +283,8 @@ class ImageEnergy(EnergyModel):
         g, a = self.out(h)[inverse], a[inverse]                        # back to the caller's row order
         # ½⟨u, 2a·u/‖u‖²⟩ = a: the offset enters U = ½⟨y, s_θ⟩ through a û-aligned term (singular only at y = 0)
         u2 = u.pow(2).flatten(1).sum(1).view(-1, 1, 1, 1) + 1e-3
+        if self.bounded:
+            g = cov.apply_multiplier(g, self.data_var ** 0.5 * pre)          # c g, c = σ_d P
         return cov.apply_multiplier((u if self.identity else 0) + g + 2 * a.view(-1, 1, 1, 1) * u / u2, pre)
 
     def denoiser_forward(self, y, cov):

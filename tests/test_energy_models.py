@@ -67,6 +67,24 @@ def test_image_energy_shapes_mixed_batch_and_inner_product():
     assert build_model("image", channels=2, widths=(8, 8, 8), emb=8)(y, cov).shape == (4,)
 
 
+@pytest.mark.parametrize("basis", ["pixel", "fourier"])
+def test_bounded_image_energy_scales_the_networks_share_of_the_denoiser_by_c(basis):
+    """With ``bounded`` the network's term is ½⟨u, c g⟩, c = σ_d(σ_d² + Σ)^{−½}: for Σ = tI its share of the
+    denoiser, Σ∇_yU, is the unbounded one's times σ_d/√(σ_d² + t) (same weights, offset heads off), in either basis."""
+    shares = {}
+    for bounded in (False, True):
+        model = randomize(ImageEnergy(widths=(8, 8, 8), emb=8, identity=False, bounded=bounded).double())
+        with torch.no_grad():
+            for m in (model.phi["pixel"][2], model.phi["fourier"][2], model.a_img):
+                m.weight.zero_(); m.bias.zero_()
+        y = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=F64)
+        shares[bounded] = {t: t * energy_and_scores(model, y, DiagCov.isotropic(t, (1, 8, 8), basis, F64).expand_batch(3),
+                                                    cov_score=False).grad_y for t in (0.1, 10.0, 1e3)}
+    for t, share in shares[False].items():
+        assert share.abs().max() > 1e-3                          # the network does contribute
+        assert torch.allclose(shares[True][t], share * 0.5 / (0.25 + t) ** 0.5, rtol=1e-8, atol=1e-12)
+
+
 def test_vector_energy_can_take_any_value_at_the_origin():
     """The 1/r component: U(y → 0, Σ) tends to the offset head a, not to ½⟨0, s⟩ = 0."""
     model = VectorEnergy(4, width=8, depth=1, emb=4).double()
