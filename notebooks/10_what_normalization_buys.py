@@ -214,7 +214,7 @@ noise_table = report.table("noise_level_posterior", noise_rows)
 # * the noise level of an isotropic observation, σ² ∈ {0.01, 0.1, 1}, candidates a 25-point log grid on
 #   [10⁻³, 10] (it holds the true values).
 #
-# Energies: the dual and single MNIST energies of notebook 08 (learned residuals on a rank-256 PCA Gaussian; at
+# Energies: the dual and single MNIST energies of notebook 08 (learned residuals on a rank-512 PCA Gaussian; at
 # initialisation they equal that Gaussian up to its rank), the **per-pixel Gaussian control** (no network:
 # independent pixels with the training digits' means and variances) and the full Gaussian control N(μ, C + Σ).
 # Reported: hit rate (θ̂ = θ) and median |θ̂ − θ|.
@@ -281,15 +281,21 @@ blind_table.pivot_table(index=["parameter", "true", "inside var"], columns="ener
 # ≈ 27; noise level σ = 2: σ̂ = 1.70, the nearest grid point), so hit rates over 100 digits have no published
 # counterpart.
 #
-# **Reading (full run; the Gaussian-residual energies of notebook 08, one training seed each).** The dual energy
-# finds the box side, the number of noisy rows and the noise level in 83–100 % of digits in every setting. Where
-# the contrast is low (inside variance 0.01 against 10⁻⁴ outside) it is well ahead of both controls: box-side
-# hit rates 0.83–0.96 against 0.21–0.80 for the full Gaussian and 0.07–0.11 for the per-pixel Gaussian; at higher
-# contrast the full Gaussian control is as good. The single (A-DSM-only) energy never hits: in every setting it
-# picks the largest Σ of the scan (median errors 10–22 pixels, 7–21 rows, 1–3 decades), although its Gaussian base
-# carries an exact log-det — the learned residual's Σ-dependent offset, which A-DSM leaves free, has drifted
-# (notebook 08, its A-CSM validation curve). This is the paper's A-CSM ablation on MNIST, now against controls:
-# the covariance term is what makes the blind scan work, and it adds to the Gaussian control at low contrast.
+# **Reading (full run; the rank-512 Gaussian-residual energies of notebook 08, one training seed each).** At
+# moderate and high contrast (inside variance 0.1 or 1 against 10⁻⁴ outside) the dual energy finds the box side,
+# the number of noisy rows and the noise level in 94–100 % of digits, level with the full Gaussian control (89–100
+# %) and ahead of the per-pixel Gaussian (0.44–0.98 on box sides). At low contrast (inside variance 0.01) no energy
+# is reliable: dual box-side hit rates 0.28–0.90 against the full Gaussian's 0.21–0.80 (the dual ahead on sides 6
+# and 18, behind on 10 and 14), noise level 0.01: dual 0.69, Gaussian 0.86. The first residual dual (rank 256,
+# A-CSM at λ = 28 instead of 4) did better there (box sides 0.83–0.96 at low contrast in its run): the lower A-CSM
+# weight that bought denoising accuracy at high noise (notebook 08) cost covariance-score accuracy at low
+# contrast — one seed per energy, so an observation, not a verdict. The single (A-DSM-only) energy mostly misses:
+# it hits box sides only at high contrast (0.10–1.00) and rows in 25–50 % of digits, never the noise level, and
+# otherwise picks too large a Σ (median errors up to 16 pixels, 1–1.3 decades), although its Gaussian base carries
+# an exact log-det — the learned residual's Σ-dependent offset, which A-DSM leaves free, drifts (notebook 08, its
+# A-CSM validation curve). This is the paper's A-CSM ablation on MNIST, against controls: the covariance term is
+# what makes the blind scan work for the learned energy, but at this budget it does not beat the full Gaussian
+# control's own exact log-det.
 
 # %% [markdown]
 # ## 3 · The energy-guided covariance schedule on the k-pixel MNIST task
@@ -365,20 +371,21 @@ report.table("kpixel", kp_table, show=False)
 kp_table.pivot_table(index="k", columns="method", values="error %").round(1)
 
 # %% [markdown]
-# **Reading this table** (48 digits per k, one training seed per energy). The samplers on the dual energy lose
-# badly to the Gaussian control at every k (classification error 46–90 % against 12–48 %, PSNR 8–13 dB: the
-# samples are not digits), while the energy-guided schedule on the *single* energy beats the Gaussian control at
-# every k (33 / 10 / 12.5 / 8 % against 48 / 27 / 21 / 12.5 %) and comes close to the paper's numbers at k = 50
-# and 100 (paper, geometric / energy-guided: 46.1 / 34.5 % and 9.8 / 7.6 %). On the dual energy the energy-guided
-# schedule beats geometric PC at every k at the same NFE, but between two sets of non-digits. Two departures from
-# the paper put this run out of family, and neither is about the schedule: (1) the k-pixel masks are scattered
-# single pixels with variance far below that of their neighbours, a pixel-diagonal Σ outside our training family
-# (centred boxes and half masks, `recipes.MNIST_COV_FAMILY`); the paper's MNIST model for this experiment was
-# trained on grids of up to 784 boxes with independent variances (reference §4, "autoregressive" models). (2) The
-# revealed pixels sit at variance 10⁻⁷ as in the paper, below our smallest training variance 10⁻⁴. Out of family
-# the dual energy, whose Σ-branch carries the covariance score, breaks where the single one does not (one seed
-# each: an observation, not a verdict); the paper's premise that the energy-guided schedule needs a normalized
-# energy is therefore not tested here, and waits for an MNIST energy trained on the paper's grid family.
+# **Reading this table** (48 digits per k, one training seed per energy). Geometric PC on the dual energy loses to
+# the Gaussian control at every k (classification error 69 / 50 / 48 / 15 % against 48 / 27 / 21 / 12.5 %); the
+# energy-guided schedule on the same energy beats geometric PC at every k at the same NFE (65 / 19 / 35 / 8 %) and
+# the Gaussian control at k = 100 and 300 only. The energy-guided schedule on the *single* energy beats the
+# Gaussian control at every k (27 / 10 / 8 / 10 %) with about half the NFE (it stops once every variance reaches
+# the target) and comes close to the paper's numbers at k = 50 and 100 (paper, geometric / energy-guided: 46.1 /
+# 34.5 % and 9.8 / 7.6 %). Two departures from the paper put this run out of family, and neither is about the
+# schedule: (1) the k-pixel masks are scattered single pixels with variance far below that of their neighbours, a
+# pixel-diagonal Σ outside our training family (centred boxes and half masks, `recipes.MNIST_COV_FAMILY`); the
+# paper's MNIST model for this experiment was trained on grids of up to 784 boxes with independent variances
+# (reference §4, "autoregressive" models). (2) The revealed pixels sit at variance 10⁻⁷ as in the paper, below our
+# smallest training variance 10⁻⁴. Out of family the dual energy, whose Σ-branch carries the covariance score,
+# does worse than the single one (one seed each: an observation, not a verdict); the paper's premise that the
+# energy-guided schedule needs a normalized energy is therefore not tested here, and waits for an MNIST energy
+# trained on the paper's grid family.
 
 # %% [markdown]
 # ## 4 · Likelihoods: do test digits score above corrupted and out-of-distribution inputs?
@@ -392,9 +399,10 @@ kp_table.pivot_table(index="k", columns="method", values="error %").round(1)
 #
 # **Reading (full run, table `auroc` below the code).** Every model, learned or Gaussian, separates test digits
 # from noisy, inverted and uniform-noise inputs perfectly (AUROC 1.00) and from natural patches nearly so
-# (0.98–1.00). The near-OOD sets are the test: shifted digits 0.97–0.99, rotated digits 0.83–0.89 for all four,
-# and the learned energies do not beat the full Gaussian control on either (dual 0.966 / 0.863 against 0.989 /
-# 0.891). At this budget their log-density adds nothing to the Gaussian's for out-of-distribution detection.
+# (0.98–1.00). The near-OOD sets are the test: shifted digits 0.98–0.99, rotated digits 0.83–0.89 for all four,
+# and the learned energies do not beat the full Gaussian control on either (dual 0.980 / 0.860, single 0.991 /
+# 0.880, against 0.989 / 0.891). At this budget their log-density adds nothing to the Gaussian's for
+# out-of-distribution detection.
 
 # %%
 nl = cfg["n_lik"]
