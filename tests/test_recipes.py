@@ -54,18 +54,20 @@ def test_energy_recipe_sitting_saves_a_loadable_energy_and_a_second_sitting_resu
         denoisers.load_denoiser(name, "smoke")                               # an energy is not a denoiser
 
 
-def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_base():
+@pytest.mark.parametrize("name, rank, bounded", [("08_mnist_energy_gres_dual", recipes.MNIST_GAUSSIAN_RANK, False),
+                                                 ("08_mnist_energy_gres512b_dual", recipes.MNIST_GAUSSIAN_RANK_512, True)])
+def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_base(name, rank, bounded):
     from energy_utils.energy_models import GaussianResidualEnergy
     torch.set_num_threads(1)
-    name = "08_mnist_energy_gres_dual"
     for f in recipes.paths.scratch_dir("smoke", name).glob("*"):
         f.unlink()
     model, meta = recipes.train(name, "smoke", "cpu", max_time_s=1e-9)      # stops after its first step
-    assert meta["kind"] == "image_gaussian_residual" and meta["kwargs"]["rank"] == recipes.MNIST_GAUSSIAN_RANK
+    assert meta["kind"] == "image_gaussian_residual" and meta["kwargs"]["rank"] == rank
+    assert model.net.bounded is bounded and meta["kwargs"]["net_kwargs"].get("bounded", False) is bounded
     assert meta["dsm_floor"] == recipes.MNIST_RESIDUAL_DSM_FLOOR > 0                # trained on the floored A-DSM
     assert meta["val"][0]["val_loss"] < meta["val"][0]["val_loss_paper"]            # ... and watched with it
     again, m = load_energy_model(name, "smoke")
-    assert isinstance(again, GaussianResidualEnergy) and m["steps"] == 1
+    assert isinstance(again, GaussianResidualEnergy) and m["steps"] == 1 and again.net.bounded is bounded
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
     fit = recipes.data.load_mnist("fit").images
     assert torch.allclose(again.base.mean, fit.mean(0), atol=1e-5)        # the base was fitted on the training digits
