@@ -17,8 +17,9 @@ sampler and DPS / RED-Diff / DAPS share one backbone, as in the paper's baseline
 repeat rows for several samples per measurement), vectors (B, d) first, images (B, C, H, W) through the same
 code (A acts on the flattened signal). Each returns ``(x, info)`` with ``info["nfe"]`` (prior evaluations)
 and ``info["wall_s"]``, shows tqdm progress (``disable``), calls ``callback(dict)`` after each step, and stops
-with :class:`SamplerDivergence` (a ``FloatingPointError``) when an iterate or energy becomes non-finite or
-larger than ``diverge`` in absolute value.
+with :class:`SamplerDivergence` (a ``FloatingPointError``) when an iterate or energy becomes non-finite or an
+iterate becomes larger than ``diverge`` in absolute value (energies are not bounded: a chain far from the data
+legitimately has a huge finite potential, e.g. ‖Ax − y‖²/2σ² at small σ).
 
 * :func:`pc_sample`: the paper's posterior predictor–corrector along a diagonal covariance path (brief §5.1),
   with ULA or MALA correctors (§5.2), for coordinate-mask measurements;
@@ -253,12 +254,15 @@ def geometric_path(begin: float, end: float, n: int, dtype=torch.float64) -> tor
     return torch.logspace(math.log10(begin), math.log10(end), n, dtype=dtype)
 
 
-def _guard(name: str, step: int, diverge: float, *tensors) -> None:
-    for t in tensors:
+def _guard(name: str, step: int, diverge: float, x: torch.Tensor, *energies: torch.Tensor) -> None:
+    """Stop a sampler whose iterate ``x`` or whose ``energies`` are non-finite, or whose iterate exceeds
+    ``diverge`` in absolute value (energies only need to be finite)."""
+    for t in (x, *energies):
         if not torch.isfinite(t).all():
             raise SamplerDivergence(f"{name}: non-finite value at step {step} (lower the step size / snr, or check the prior)")
-        if t.abs().max() > diverge:
-            raise SamplerDivergence(f"{name}: |value| {t.abs().max().item():.3g} > diverge={diverge:g} at step {step}")
+    if x.abs().max() > diverge:
+        raise SamplerDivergence(f"{name}: |x| {x.abs().max().item():.3g} > diverge={diverge:g} at step {step} "
+                                "(lower the step size / snr, or raise diverge if such values are expected)")
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -323,6 +323,21 @@ def test_divergence_guard_stops_with_an_error(problem):
         P.langevin_sample(problem["prior"], lik, torch.zeros(8, D, dtype=F64), step=5.0, n_steps=200, disable=True)
 
 
+def test_divergence_guard_bounds_the_iterate_not_a_large_finite_energy(problem):
+    """A chain far from the data has a huge but finite potential; only a non-finite energy or an iterate beyond
+    ``diverge`` stops a sampler."""
+    class ShiftedPrior:                                  # the same prior, its energy shifted by 1e12 (a constant)
+        def energy_and_grad(self, x, var, create_graph=False):
+            u, g = problem["prior"].energy_and_grad(x, var, create_graph)
+            return u + 1e12, g
+    lik = P.LinearGaussianLikelihood(problem["A"], problem["y"].expand(8, 2), SN2)
+    x, info = P.mala_sample(ShiftedPrior(), lik, torch.zeros(8, D, dtype=F64), step=0.01, n_steps=5, disable=True)
+    assert torch.isfinite(x).all() and info["nfe"] == 6
+    with pytest.raises(P.SamplerDivergence, match=r"\|x\|"):
+        P.mala_sample(ShiftedPrior(), lik, torch.zeros(8, D, dtype=F64), step=0.01, n_steps=5, disable=True,
+                      diverge=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The energy-guided covariance schedule (brief §5.3)
 # ---------------------------------------------------------------------------------------------------------

@@ -54,9 +54,10 @@ def test_energy_recipe_sitting_saves_a_loadable_energy_and_a_second_sitting_resu
         denoisers.load_denoiser(name, "smoke")                               # an energy is not a denoiser
 
 
-@pytest.mark.parametrize("name, rank, bounded", [("08_mnist_energy_gres_dual", recipes.MNIST_GAUSSIAN_RANK, False),
-                                                 ("08_mnist_energy_gres512b_dual", recipes.MNIST_GAUSSIAN_RANK_512, True)])
-def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_base(name, rank, bounded):
+@pytest.mark.parametrize("name, rank, bounded, base_split", [
+    ("08_mnist_energy_gres_dual", recipes.MNIST_GAUSSIAN_RANK, False, "fit"),
+    ("08_mnist_energy_gres512bt_dual", recipes.MNIST_GAUSSIAN_RANK_512, True, "train")])
+def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_base(name, rank, bounded, base_split):
     from energy_utils.energy_models import GaussianResidualEnergy
     torch.set_num_threads(1)
     for f in recipes.paths.scratch_dir("smoke", name).glob("*"):
@@ -69,5 +70,6 @@ def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_bas
     again, m = load_energy_model(name, "smoke")
     assert isinstance(again, GaussianResidualEnergy) and m["steps"] == 1 and again.net.bounded is bounded
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
-    fit = recipes.data.load_mnist("fit").images
-    assert torch.allclose(again.base.mean, fit.mean(0), atol=1e-5)        # the base was fitted on the training digits
+    digits = recipes.data.load_mnist(base_split)
+    assert torch.allclose(again.base.mean, digits.images.mean(0), atol=1e-5)     # the base was fitted on its split
+    assert m["data"]["Gaussian base"] == digits.source and m["data"]["train"] == recipes.data.load_mnist("fit").source
