@@ -215,3 +215,23 @@ def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
     ranks = (sums / counts)[inv]
     r_pos = ranks[: p.numel()].sum()
     return float((r_pos - p.numel() * (p.numel() + 1) / 2) / (p.numel() * n.numel()))
+
+
+def ratio_of_means_ci(a: torch.Tensor, b: torch.Tensor, level: float = 0.95, n_boot: int = 2000,
+                      generator: torch.Generator | None = None) -> tuple[float, float, float]:
+    """mean(a)/mean(b) and its paired percentile-bootstrap interval at ``level``: ``(ratio, low, high)``.
+
+    ``a``, ``b``: per-example values of two methods on the same examples (e.g. each test image's MSE under a
+    model and under a control), shape (N,); the examples are resampled together, so the interval reflects how
+    much the ratio depends on which N examples were drawn (not the training seed)."""
+    a, b = torch.as_tensor(a, dtype=torch.float64).flatten(), torch.as_tensor(b, dtype=torch.float64).flatten()
+    if a.shape != b.shape or a.numel() < 2:
+        raise ValueError(f"a and b must hold the same N >= 2 paired values, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if b.mean() <= 0:
+        raise ValueError("mean(b) must be positive")
+    idx = torch.randint(0, a.numel(), (n_boot, a.numel()), generator=generator)
+    boot = a[idx].mean(1) / b[idx].mean(1)
+    lo, hi = torch.quantile(boot, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return float(a.mean() / b.mean()), lo, hi

@@ -12,6 +12,7 @@ and, optionally, with the forward pass and loss under bf16 autocast.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import time
 from pathlib import Path
@@ -272,15 +273,25 @@ class PlateauLR:
     multiply it by ``factor`` after ``patience`` validations without a relative improvement of ``rel_tol`` over
     the best value, and report ``done`` after ``max_reductions`` such cuts (the curve has flattened at the
     smallest rate). A linear warm-up over ``warmup`` steps. ``step()`` once per optimizer step;
-    ``observe(value)`` after each validation (:func:`fit` calls both)."""
+    ``observe(value)`` after each validation (:func:`fit` calls both).
+
+    ``anneal_at`` (optional): from that step on, no more cuts; the rate reached there, r, follows a cosine to
+    ``anneal_floor``·r over ``anneal_steps`` steps, lr(n) = r (f + (1 − f) ½(1 + cos(π min(1, (n − a)/S)))), and
+    stays there (a final annealing phase for a training that a time budget ends before the plateau rule has cut
+    the rate; the caller's step cap ends it, ``done`` stays the plateau rule's)."""
 
     def __init__(self, optimizer, patience: int = 4, factor: float = 0.5, max_reductions: int = 3,
-                 rel_tol: float = 0.005, warmup: int = 100):
+                 rel_tol: float = 0.005, warmup: int = 100, anneal_at: int | None = None, anneal_steps: int = 1000,
+                 anneal_floor: float = 0.02):
         if not 0 < factor < 1 or patience < 1 or max_reductions < 0:
             raise ValueError(f"need 0 < factor < 1, patience >= 1, max_reductions >= 0; got {factor}, {patience}, "
                              f"{max_reductions}")
+        if anneal_at is not None and (anneal_at < 0 or anneal_steps < 1 or not 0 < anneal_floor <= 1):
+            raise ValueError(f"need anneal_at >= 0, anneal_steps >= 1, 0 < anneal_floor <= 1; got {anneal_at}, "
+                             f"{anneal_steps}, {anneal_floor}")
         self.optimizer, self.patience, self.factor = optimizer, patience, factor
         self.max_reductions, self.rel_tol, self.warmup = max_reductions, rel_tol, warmup
+        self.anneal_at, self.anneal_steps, self.anneal_floor = anneal_at, anneal_steps, anneal_floor
         self.base = [g["lr"] for g in optimizer.param_groups]
         self.count, self.best, self.bad, self.reductions = 0, float("inf"), 0, 0
         self._apply()
@@ -290,8 +301,16 @@ class PlateauLR:
         return self.reductions > self.max_reductions
 
     @property
+    def annealing(self) -> bool:
+        return self.anneal_at is not None and self.count >= self.anneal_at
+
+    @property
     def scale(self) -> float:
-        return self.factor ** min(self.reductions, self.max_reductions) * min(1.0, (self.count + 1) / self.warmup)
+        s = self.factor ** min(self.reductions, self.max_reductions) * min(1.0, (self.count + 1) / self.warmup)
+        if self.annealing:
+            frac = min(1.0, (self.count - self.anneal_at) / self.anneal_steps)
+            s *= self.anneal_floor + (1 - self.anneal_floor) * 0.5 * (1 + math.cos(math.pi * frac))
+        return s
 
     def _apply(self):
         for g, b in zip(self.optimizer.param_groups, self.base):
@@ -304,7 +323,7 @@ class PlateauLR:
     def observe(self, value: float):
         if value < self.best * (1 - self.rel_tol):
             self.best, self.bad = value, 0
-        else:
+        elif not self.annealing:
             self.bad += 1
             if self.bad >= self.patience:
                 self.reductions, self.bad = self.reductions + 1, 0

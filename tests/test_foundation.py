@@ -1,5 +1,6 @@
 """Reporting, data loading, checkpoints, training loop and runtime helpers."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -225,3 +226,30 @@ def test_plateau_schedule_halves_on_flat_validation_and_ends_training(tmp_path):
                          scheduler=training.PlateauLR(opt, patience=2, factor=0.5, max_reductions=1, warmup=1),
                          validate=validate, validate_every=5, scratch=tmp_path)
     assert again["converged_at"] == hist["converged_at"] and len(again["step"]) == len(hist["step"])
+
+
+def test_plateau_schedule_anneals_by_a_cosine_from_anneal_at_without_further_cuts():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = training.PlateauLR(opt, patience=1, factor=0.5, max_reductions=3, warmup=1, anneal_at=10,
+                               anneal_steps=20, anneal_floor=0.02)
+    sched.observe(1.0)
+    sched.observe(2.0)                                   # one cut before the annealing: the rate is 0.05
+    lrs = []
+    for _ in range(40):
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+        if sched.count == 15:
+            sched.observe(3.0)                           # flat validation while annealing: no cut
+    assert lrs[8] == pytest.approx(0.05) and sched.reductions == 1 and not sched.done
+    for n in (10, 15, 20, 30):                          # lr(n) = r (f + (1 − f) ½(1 + cos(π (n − a)/S)))
+        frac = min(1.0, (n - 10) / 20)
+        assert lrs[n - 1] == pytest.approx(0.05 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))))
+    assert lrs[-1] == pytest.approx(0.05 * 0.02) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.1)
+    resumed = training.PlateauLR(opt2, patience=1, factor=0.5, max_reductions=3, warmup=1, anneal_at=10,
+                                 anneal_steps=20)
+    resumed.load_state_dict({"count": 15, "best": 1.0, "bad": 0, "reductions": 1})   # a state saved without annealing
+    assert opt2.param_groups[0]["lr"] == pytest.approx(lrs[14])
+    with pytest.raises(ValueError, match="anneal"):
+        training.PlateauLR(opt, anneal_at=5, anneal_steps=0)

@@ -109,3 +109,17 @@ def test_auroc_by_ranks():
     a, b = torch.randn(4000, generator=g) + 1.0, torch.randn(4000, generator=g)
     # two unit Gaussians one apart: AUROC = Φ(1/√2) ≈ 0.760
     assert abs(metrics.auroc(a, b) - 0.760) < 0.02
+
+
+def test_ratio_of_means_interval_covers_the_true_ratio_and_shrinks_with_n():
+    g = torch.Generator().manual_seed(0)
+    widths = []
+    for n in (100, 1600):
+        b = torch.rand(n, generator=g, dtype=torch.float64) + 0.5        # control errors, mean 1
+        a = 0.9 * b + 0.05 * torch.randn(n, generator=g, dtype=torch.float64)   # a model 10 % better, paired
+        r, lo, hi = metrics.ratio_of_means_ci(a, b, generator=torch.Generator().manual_seed(1))
+        assert lo < r < hi and lo < 0.9 < hi and hi < 1.0
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2.5                                  # ~1/√n: 4× narrower for 16× the examples
+    with pytest.raises(ValueError, match="paired"):
+        metrics.ratio_of_means_ci(torch.ones(3), torch.ones(4))

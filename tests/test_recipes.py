@@ -73,3 +73,11 @@ def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_bas
     digits = recipes.data.load_mnist(base_split)
     assert torch.allclose(again.base.mean, digits.images.mean(0), atol=1e-5)     # the base was fitted on its split
     assert m["data"]["Gaussian base"] == digits.source and m["data"]["train"] == recipes.data.load_mnist("fit").source
+
+
+def test_annealed_energy_recipes_record_where_their_annealing_starts():
+    for name in recipes.MNIST_ENERGY_RECIPES.values():
+        anneal = recipes.get(name).model_meta(None)["anneal"]
+        assert anneal["steps"] == recipes.MNIST_ENERGY_ANNEAL_STEPS and anneal["at"] > 0
+        assert f"until step {anneal['at']:,}, then a cosine annealing" in recipes.get(name).summary
+    assert recipes.get("08_mnist_energy_gres_dual").model_meta(None)["anneal"] is None
