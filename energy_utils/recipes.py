@@ -232,21 +232,22 @@ RECIPES: dict[str, Recipe] = {
                                                          tag="gres512", anneal_at=6844),
     "08_mnist_energy_gres512_single": _mnist_energy_recipe(False, True, MNIST_GAUSSIAN_RANK_512, tag="gres512",
                                                            anneal_at=11335),
-    # the same pair with the bounded residual (ImageEnergy(bounded=True)); not trained yet. Probe of 2026-12-02
-    # (rank 256, λ = 4, 1,500 steps, 256 test digits, MSE over the Gaussian control, geometric mean over 9 Σ of
-    # notebook 08's grid): bounded 0.947, unbounded 1.042, A-DSM alone 0.979; blur σ² = 1e-3: 0.85 / 1.69 / 0.97
+    # the dual with the bounded residual (ImageEnergy(bounded=True)). Probe of 2026-12-02 (rank 256, λ = 4, 1,500
+    # steps, 256 test digits, MSE over the Gaussian control, geometric mean over 9 Σ of notebook 08's grid):
+    # bounded 0.947, unbounded 1.042, A-DSM alone 0.979; blur σ² = 1e-3: 0.85 / 1.69 / 0.97. Stopped after 2,298
+    # steps (grid geomean 0.843 vs the unbounded dual's 0.858 after 6,844), superseded by the gres512bt pair
     "08_mnist_energy_gres512b_dual": _mnist_energy_recipe(True, True, MNIST_GAUSSIAN_RANK_512,
                                                           MNIST_RESIDUAL512_CSM_WEIGHT, tag="gres512b", bounded=True),
-    "08_mnist_energy_gres512b_single": _mnist_energy_recipe(False, True, MNIST_GAUSSIAN_RANK_512, tag="gres512b",
-                                                            bounded=True),
     # the bounded pair on a base fitted on the control's digits. Probe of 2026-12-02 (256 test digits, MSE over
     # the Gaussian control): refitting the base of the trained gres512 single on all training digits moved its
     # grid geomean 0.785 -> 0.770 and its losses at σ² = 10 (box 1.018, half 1.032, blur 1.019) to 0.995 / 0.997 /
     # 1.009; the base alone at σ² = 10 goes from 1.01-1.04 to 1.000-1.014 of the control
+    # (both annealed from step 3,312, where the single's first sitting stopped, so that the pair shares a budget)
     "08_mnist_energy_gres512bt_dual": _mnist_energy_recipe(True, True, MNIST_GAUSSIAN_RANK_512, MNIST_RESIDUAL512_CSM_WEIGHT,
-                                                           tag="gres512bt", bounded=True, base_split="train"),
+                                                           tag="gres512bt", bounded=True, base_split="train",
+                                                           anneal_at=3312),
     "08_mnist_energy_gres512bt_single": _mnist_energy_recipe(False, True, MNIST_GAUSSIAN_RANK_512, tag="gres512bt",
-                                                             bounded=True, base_split="train"),
+                                                             bounded=True, base_split="train", anneal_at=3312),
 }
 
 # the MNIST energy pairs: the Gaussian-residual one on the rank-512 base, which notebooks 08-10 evaluate; the first
