@@ -603,11 +603,8 @@ def mnist_sampler(method, task, g):
                                generator=g, desc=f"PC-MALA {task}")
     elif method == "annealed-ULA":
         n_lev = max(2, MB // 10)
-        # diverge=1e12: chains start at the blur's pseudo-inverse (|x| up to ~100); at the last levels the potential
-        # of a chain still that far from the digits reaches 1e8-1e9 under the rank-512 base (ψ small) while every
-        # value stays finite, so the default bound 1e8 stopped the short smoke path without a divergence
         x, info = ps.annealed_sample(mn_prior, lik, ps.geometric_path(MN_SIGMA_MAX**2, MN_S_END, n_lev), shape,
-                                     n_steps=MB // n_lev - 1, step_scale=0.3, generator=g, diverge=1e12,
+                                     n_steps=MB // n_lev - 1, step_scale=0.3, generator=g,
                                      desc=f"annealed {task}")
     elif method == "DPS":
         x, info = ps.dps_sample(mn_prior, lik, shape, sigma_max=MN_SIGMA_MAX, sigma_min=math.sqrt(MN_S_END),
@@ -680,16 +677,17 @@ mnist_table.set_index(["task", "method"]).round(3)
 # 33.8 dB, reference §6.3), on other data, image sizes and models, so no row here can be set beside them.
 #
 # **Reading (full run, 16 digits × 2 samples, CPU; the prior is `08_mnist_energy_gres512_dual` at the steps in
-# the table above).** The regression network wins every task by 3–5 dB over the best other method (17.9 / 20.8 /
+# the table above, i.e. after its final annealing).** The regression network wins every task by 3–5 dB over the best other method (17.9 / 20.8 /
 # 27.7 / 21.2 dB on box / pixels / deblur / sr4): it is trained for each task, and PSNR rewards its point estimate,
 # where a posterior sample pays for its spread. Among the controls without a learned prior, TV beats the
 # pseudo-inverse everywhere; the Gaussian control beats TV on the two masks (13.7 vs 12.2, 16.1 vs 13.2 dB), TV
 # beats it on deblurring (22.9 vs 20.4) and super-resolution (14.8 vs 14.3). With the Gaussian-residual energy as
-# its prior, the paper's PC-MALA sampler beats the stronger control on both masks (14.4 vs 13.7 dB on box, 17.6 vs
-# 16.1 on pixels; on the first residual energy, rank 256, it gave 15.0 and 17.7, with the plain UNet energy it
-# stayed 0.35–0.75 dB below the Gaussian control). On deblurring the best energy sampler, DAPS (21.1 dB), beats the
-# Gaussian control but stays 1.8 dB below TV (DPS 18.4, annealed ULA 17.0; RED-Diff diverges to 3.6 dB). On
-# super-resolution RED-Diff (15.3 dB) beats both controls by ≥ 0.5 dB and DAPS (14.6) sits between them; the KS
+# its prior, the paper's PC-MALA sampler beats the stronger control on both masks (14.6 vs 13.7 dB on box, 17.9 vs
+# 16.1 on pixels; before the energy's annealing 14.4 and 17.6; on the first residual energy, rank 256, 15.0 and
+# 17.7; with the plain UNet energy it stayed 0.35–0.75 dB below the Gaussian control). On deblurring the best
+# energy sampler, DAPS (21.0 dB), beats the Gaussian control but stays 1.8 dB below TV (DPS 18.7, annealed ULA
+# 17.1; RED-Diff diverges to 3.6 dB). On super-resolution RED-Diff (15.3 dB) beats both controls by ≥ 0.5 dB and
+# DAPS (14.8) ties TV; the KS
 # sampler with notebook 03's UNet is the best sampler there (15.9 dB) but beats the Gaussian control on neither
 # mask (12.0 box, 15.3 pixels). DPS, RED-Diff and DAPS lose to the Gaussian control on both masks: on this prior
 # the PC sampler, which uses the Σ-conditioned energy directly, is the one that pays off. Sixteen digits and one
