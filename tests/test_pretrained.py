@@ -204,9 +204,12 @@ def test_mohan_matches_the_readme_formula(data_root, name):
     with torch.no_grad():
         out = pretrained.load(name)(y)
         ref = reference_mohan(state, y, bias_free)
-        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        # float32 rounding scales with the output (~3e4 here, because of the tiny variances), and its last bits
+        # differ between CPU types: tolerances are relative to the output's largest value
+        scale = float(ref.abs().max())
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-6 * scale)
         if bias_free:   # the other eps placement gives a visibly different output: the test can tell them apart
-            assert (reference_mohan(state, y, True, eps=0.0) - ref).abs().max() > 1e-3
+            assert (reference_mohan(state, y, True, eps=0.0) - ref).abs().max() > 0.1 * scale
 
 
 def test_ks_wrapper_returns_y_minus_residual(data_root):
