@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 
 import numpy as np
@@ -56,7 +57,20 @@ def configure_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else ``platform.processor()``), or "unknown model".
+    Results record it because trained models' last digits, and the speed of every run, differ between CPU types."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or "unknown model"
+
+
 def describe_hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)"
+    return f"CPU {cpu_model()} ({os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)"

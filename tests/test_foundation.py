@@ -253,3 +253,9 @@ def test_plateau_schedule_anneals_by_a_cosine_from_anneal_at_without_further_cut
     assert opt2.param_groups[0]["lr"] == pytest.approx(lrs[14])
     with pytest.raises(ValueError, match="anneal"):
         training.PlateauLR(opt, anneal_at=5, anneal_steps=0)
+
+
+def test_hardware_description_names_the_cpu_model_and_threads():
+    text = runtime.describe_hardware(torch.device("cpu"))
+    assert text.startswith("CPU ") and runtime.cpu_model() in text and f"{torch.get_num_threads()} torch threads" in text
+    assert runtime.cpu_model().strip()
