@@ -242,7 +242,11 @@ RECIPES: dict[str, Recipe] = {
     # the Gaussian control): refitting the base of the trained gres512 single on all training digits moved its
     # grid geomean 0.785 -> 0.770 and its losses at σ² = 10 (box 1.018, half 1.032, blur 1.019) to 0.995 / 0.997 /
     # 1.009; the base alone at σ² = 10 goes from 1.01-1.04 to 1.000-1.014 of the control
-    # (both annealed from step 3,312, where the single's first sitting stopped, so that the pair shares a budget)
+    # (both annealed from step 3,312, where the single's first sitting stopped, so that the pair shares a budget).
+    # Trained (2026-12-02, 2 threads, AMD EPYC): single 0.80 h, dual 1.06 h. Probe on notebook 08's 18-Σ grid (256
+    # test digits, MSE over the Gaussian control): single geomean 0.752, wins 18/18, worst 0.998 (gres512 single:
+    # 0.749, 16/18, 1.011); dual 0.805, 13/18, worst 1.262 at box σ² = 10 (gres512 dual: 0.836, 13/18, 1.163):
+    # the dual gains at low noise (blur σ² = 1e-3: 0.73 vs 0.95) and loses more at mask σ² ≥ 3.16
     "08_mnist_energy_gres512bt_dual": _mnist_energy_recipe(True, True, MNIST_GAUSSIAN_RANK_512, MNIST_RESIDUAL512_CSM_WEIGHT,
                                                            tag="gres512bt", bounded=True, base_split="train",
                                                            anneal_at=3312),

@@ -259,3 +259,20 @@ def test_hardware_description_names_the_cpu_model_and_threads():
     text = runtime.describe_hardware(torch.device("cpu"))
     assert text.startswith("CPU ") and runtime.cpu_model() in text and f"{torch.get_num_threads()} torch threads" in text
     assert runtime.cpu_model().strip()
+
+
+def test_nbval_sanitizer_masks_last_digits_and_padding_but_not_verdicts():
+    import re
+    from pathlib import Path
+    from nbval.plugin import get_sanitize_patterns
+    patterns = get_sanitize_patterns((Path(__file__).parent / "nbval_sanitize.cfg").read_text())
+    assert len(patterns) == 2
+
+    def clean(text):
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+    assert clean("unroll     0.01891 ± 0.0003   3") == clean("unroll    0.01892 ± 0.00029   3")
+    assert clean("[PASS] collision: -0.4913 < 0") == clean("[PASS] collision: -0.5063 < 0")
+    assert clean("[PASS] collision: -0.4913 < 0") != clean("[FAIL] collision: 0.0102 < 0")
+    assert clean("wins 13 of 18") != clean("wins 12 of 18") and clean("holds") != clean("does not hold")
