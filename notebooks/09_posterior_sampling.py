@@ -219,6 +219,7 @@ def evaluate(name, prior, P, knob, g):
 # ### Tuning on validation measurements (exact prior)
 
 # %%
+# NBVAL_CHECK_OUTPUT
 g_val = torch.Generator().manual_seed(SEED + 901)
 tuned, tune_rows = {}, []
 for key in cfg["mixture_dims"]:
@@ -407,6 +408,7 @@ rank_table = report.table("log_posterior_ranking", rank_rows)
 # projection.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 def mean_of(prior, sampler, col, key=None):
     sub = exact_table[(exact_table.prior == prior) & (exact_table.sampler == sampler)]
     sub = sub if key is None else sub[sub.mixture == key]
@@ -716,6 +718,7 @@ report.save_figure(fig, "09_mnist_samples", "One test digit per task: truth, the
 # mixtures how far such a model ranking agrees with the exact one (`log_posterior_ranking`).
 
 # %%
+# NBVAL_CHECK_OUTPUT
 def mnist_log_post(task, xs):
     A = MN_A[task]
     flat = xs.reshape(n_dig, -1, 784)
@@ -745,6 +748,7 @@ pd.DataFrame(lp_mn).pivot(index="samples", columns="task", values="mean_log_post
 # are recorded, not asserted, as in notebook 08.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 MNIST_FINAL = bool(mn_meta["converged"])
 beats = {"Gaussian control": {}, "TV": {}}
 for task in MN_TASKS:
