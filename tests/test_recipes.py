@@ -81,3 +81,15 @@ def test_annealed_energy_recipes_record_where_their_annealing_starts():
         assert anneal["steps"] == recipes.MNIST_ENERGY_ANNEAL_STEPS and anneal["at"] > 0
         assert f"until step {anneal['at']:,}, then a cosine annealing" in recipes.get(name).summary
     assert recipes.get("08_mnist_energy_gres_dual").model_meta(None)["anneal"] is None
+
+
+def test_fine_tuning_recipe_starts_from_its_checkpoint_and_says_so():
+    recipe = recipes.get("08_mnist_energy_gres512btft_dual")
+    meta = recipe.model_meta(None)
+    start = meta["init_from"]
+    assert start == "08_mnist_energy_gres512bt_single" and meta["dual"] and meta["anneal"]["at"] == 0
+    assert f"started from the trained {start}" in recipe.summary and "in one cosine annealing" in recipe.summary
+    model = recipe.build()
+    trained, _ = load_energy_model(start, "full")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    assert recipes.get(start).model_meta(None)["init_from"] is None
