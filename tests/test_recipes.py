@@ -76,10 +76,13 @@ def test_gaussian_residual_energy_recipe_saves_a_model_that_reloads_with_its_bas
 
 
 def test_annealed_energy_recipes_record_where_their_annealing_starts():
-    for name in recipes.MNIST_ENERGY_RECIPES.values():
+    for name in [*recipes.MNIST_BOUNDED_JOINT_ENERGY_RECIPES.values(), *recipes.MNIST_RANK512_ENERGY_RECIPES.values()]:
         anneal = recipes.get(name).model_meta(None)["anneal"]
         assert anneal["steps"] == recipes.MNIST_ENERGY_ANNEAL_STEPS and anneal["at"] > 0
         assert f"until step {anneal['at']:,}, then a cosine annealing" in recipes.get(name).summary
+    for name in recipes.MNIST_ENERGY_RECIPES.values():          # fine-tuned: one annealing from their start
+        assert recipes.get(name).model_meta(None)["anneal"] == {"at": 0, "steps": recipes.MNIST_ENERGY_ANNEAL_STEPS}
+        assert "in one cosine annealing" in recipes.get(name).summary
     assert recipes.get("08_mnist_energy_gres_dual").model_meta(None)["anneal"] is None
 
 
@@ -93,3 +96,23 @@ def test_fine_tuning_recipe_starts_from_its_checkpoint_and_says_so():
     trained, _ = load_energy_model(start, "full")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
     assert recipes.get(start).model_meta(None)["init_from"] is None
+
+
+def test_training_budget_adds_the_start_of_a_fine_tuned_model():
+    start = recipes.training_budget("08_mnist_energy_gres512bt_single")
+    tuned = recipes.training_budget("08_mnist_energy_gres512btft_dual")
+    own = checkpoints.load_checkpoint("08_mnist_energy_gres512btft_dual")["meta"]
+    assert start["chain"] == ["08_mnist_energy_gres512bt_single"] and start["steps"] > 0
+    assert tuned["chain"] == start["chain"] + ["08_mnist_energy_gres512btft_dual"]
+    assert tuned["steps"] == start["steps"] + own["steps"]
+    assert tuned["wall_time_s"] == pytest.approx(start["wall_time_s"] + own["wall_time_s"])
+
+
+def test_validation_curve_of_a_fine_tuned_model_continues_its_start():
+    start = recipes.validation_curve("08_mnist_energy_gres512bt_single")
+    curve = recipes.validation_curve("08_mnist_energy_gres512btft_dual")
+    own = checkpoints.load_checkpoint("08_mnist_energy_gres512btft_dual")["meta"]["val"]
+    steps = [v["step"] for v in curve]
+    assert curve[: len(start)] == start and steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert curve[-1]["step"] == recipes.training_budget("08_mnist_energy_gres512btft_dual")["steps"]
+    assert curve[-1]["val_loss"] == own[-1]["val_loss"] and len(curve) == len(start) + len(own) - 1   # own step 0 = start's end
