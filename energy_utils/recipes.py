@@ -3,7 +3,10 @@
 bias-free UNet denoiser of notebook 03 and the MNIST energies of notebook 08, trained with A-DSM + A-CSM
 (``08_mnist_energy_dual``) and with A-DSM alone (``08_mnist_energy_single``) from the same initialisation on the
 same batches; and the same pair as a learned residual on the exact energy of a PCA Gaussian fitted to the training
-digits (``08_mnist_energy_gres_dual`` / ``_single``: at initialisation they are that Gaussian control).
+digits (``08_mnist_energy_gres_dual`` / ``_single``: at initialisation they are that Gaussian control), and
+fine-tunings of a trained model (``init_from``: e.g. ``08_mnist_energy_gres512btft_dual``, the trained A-DSM-only
+model continued with A-CSM; :func:`training_budget` and :func:`validation_curve` follow such a model back to its
+start).
 
 A recipe trains until its validation curve flattens (:class:`~energy_utils.training.PlateauLR`), in as many
 sittings as it needs: each call runs for at most ``max_time_s`` seconds, keeps the resumable training state
@@ -204,8 +207,9 @@ def _mnist_energy_recipe(dual: bool, residual: bool = False, rank: int = MNIST_G
     if residual:
         loss = f"A-DSM + A-CSM (A-CSM weighted λ = {csm_weight:g})" if dual else "A-DSM only"
         if anneal_at == 0:
+            warmup = MNIST_ENERGY_TRAIN["plateau"]["warmup"]
             schedule = schedule.split(", Adam")[0] + (
-                f", Adam 2e-3 (200-step warm-up) in one cosine annealing to 2 % of the rate over "
+                f", Adam 2e-3 ({warmup}-step warm-up) in one cosine annealing to 2 % of the rate over "
                 f"{MNIST_ENERGY_ANNEAL_STEPS:,} steps")
         elif anneal_at is not None:
             schedule = schedule.removesuffix(" until flat") + (
@@ -305,8 +309,8 @@ MNIST_PLAIN_ENERGY_RECIPES = {"dual": "08_mnist_energy_dual", "single": "08_mnis
 def training_budget(name: str, profile: str = "full") -> dict:
     """Steps and wall-clock seconds of checkpoint ``name``'s training in all: its own (``meta["steps"]``,
     ``meta["wall_time_s"]``) plus, for a fine-tuned model (``meta["init_from"]``), those of the checkpoint it
-    started from (its full-profile checkpoint, as :func:`_initialised_from`), recursively. Returns ``{"steps", "wall_time_s", "chain"}``, chain the checkpoint names from the
-    first training to ``name``."""
+    started from (its full-profile checkpoint, as :func:`_initialised_from`), recursively. Returns ``{"steps",
+    "wall_time_s", "chain"}``, chain the checkpoint names from the first training to ``name``."""
     meta = checkpoints.load_checkpoint(name, profile)["meta"]
     out = {"steps": int(meta["steps"]), "wall_time_s": float(meta["wall_time_s"]), "chain": [name]}
     if meta.get("init_from"):

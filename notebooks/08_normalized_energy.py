@@ -756,7 +756,8 @@ report.value("mnist_training_step_cost_ratio_dual_over_single_incl_validation",
 
 # %% [markdown]
 # The validation curves (the same 128 held-out digits, Σ and noise draws at every point) of the single's training
-# from the Gaussian start and of the two fine-tunings that continue it (dual and single), with the jointly trained
+# from the Gaussian start and of the two fine-tunings that continue it (dual and single; the red curve up to the
+# dual's first point is their shared start), with the jointly trained
 # dual of the same budget as the first 4,312 steps (dotted, light blue): the A-DSM loss, floored (what the
 # learning-rate schedule watches) and as in the paper, the A-CSM loss (which only the dual models are trained on),
 # and the denoising MSE at two fixed Σ, with the Gaussian control's MSE at step 0 (the models' start) as a dotted
@@ -764,13 +765,15 @@ report.value("mnist_training_step_cost_ratio_dual_over_single_incl_validation",
 
 # %%
 joint_val = pd.DataFrame(recipes.validation_curve(recipes.MNIST_BOUNDED_JOINT_ENERGY_RECIPES["dual"]))
+dual_from = mn_budget[True]["steps"] - mn_meta[True]["steps"]    # the dual's own training; before: its start's curve
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.0))
 for (key, label), ax in zip((("val_loss", "A-DSM loss (floored: solid; paper: dashed)"), ("val_csm", "A-CSM loss"),
                              ("val_mse@box14@1", "MSE, 14×14 box at σ²=1"), ("val_mse@iso@0.1", "MSE, isotropic σ²=0.1")), axes):
     for dual, col in ((False, "tab:red"), (True, "tab:blue")):
-        ax.plot(mn_val[dual]["step"], mn_val[dual][key], color=col, label="dual" if dual else "single")
+        own = mn_val[dual][mn_val[dual]["step"] >= dual_from] if dual else mn_val[dual]
+        ax.plot(own["step"], own[key], color=col, label="dual" if dual else "single (and the dual's start)")
         if key == "val_loss":
-            ax.plot(mn_val[dual]["step"], mn_val[dual]["val_loss_paper"], "--", color=col)
+            ax.plot(own["step"], own["val_loss_paper"], "--", color=col)
     ax.plot(joint_val["step"], joint_val[key], ":", color="lightskyblue", label="dual, joint training")
     if key.startswith("val_mse"):
         ax.axhline(mn_val[True][key].iloc[0], color="tab:purple", ls=":", label="Gaussian start (step 0)")
