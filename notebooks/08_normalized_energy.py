@@ -702,7 +702,9 @@ if TRAINED_FULL:
 # model: a 12.8 M EDM UNet, 300k steps, batch 128 on 2 GPUs). Training Σ: variances log-uniform on [1e-4, 1e3];
 # pixel box / half masks (independent levels), Fourier blur / SR / flat spectra. Everything below uses test digits;
 # the Gaussian control, the prior mean and the energies' Gaussian base use all training digits (fitting and
-# validation splits).
+# validation splits). With `RETRAIN_MNIST = True` this notebook runs further sittings of the two fine-tuning recipes,
+# which start from the committed `08_mnist_energy_gres512bt_single`; retraining from nothing means training that
+# recipe first (`python -m energy_utils.recipes train 08_mnist_energy_gres512bt_single --hours 1`), then these two.
 #
 # Two earlier departures are kept, both found necessary at this budget: the network has an **offset head** (U
 # gains a term a(y, Σ) = 8C Σ_i φ(log v_i / 8) + w·pool(h), zero-initialised; see `ImageEnergy`), and A-CSM is
