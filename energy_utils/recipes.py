@@ -284,6 +284,14 @@ RECIPES: dict[str, Recipe] = {
                                                              MNIST_RESIDUAL512_CSM_WEIGHT, tag="gres512btft",
                                                              bounded=True, base_split="train", anneal_at=0,
                                                              init_from="08_mnist_energy_gres512bt_single"),
+    # the same fine-tuning with half the A-CSM weight (λ = 2), tried because the λ = 4 dual lost to the Gaussian
+    # control at box and half σ² = 10; its fair A-DSM-only arm is 08_mnist_energy_gres512btft_single
+    "08_mnist_energy_gres512btftl2_dual": _mnist_energy_recipe(True, True, MNIST_GAUSSIAN_RANK_512, 2.0,
+                                                               tag="gres512btftl2", bounded=True, base_split="train",
+                                                               anneal_at=0, init_from="08_mnist_energy_gres512bt_single"),
+    "08_mnist_energy_gres512btftl1_dual": _mnist_energy_recipe(True, True, MNIST_GAUSSIAN_RANK_512, 1.0,
+                                                               tag="gres512btftl1", bounded=True, base_split="train",
+                                                               anneal_at=0, init_from="08_mnist_energy_gres512bt_single"),
     # the fair A-DSM-only arm of that fine-tuning: the same start, steps, schedule and batches without A-CSM
     "08_mnist_energy_gres512btft_single": _mnist_energy_recipe(False, True, MNIST_GAUSSIAN_RANK_512, tag="gres512btft",
                                                                bounded=True, base_split="train", anneal_at=0,
@@ -300,6 +308,11 @@ RECIPES: dict[str, Recipe] = {
 # ImageEnergy pair, which lost to the Gaussian control at most Σ. Notebook 08 keeps the earlier pairs beside the
 # current one in its denoising tables.
 MNIST_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512btft_dual", "single": "08_mnist_energy_gres512btft_single"}
+# the fine-tuned duals by their A-CSM weight λ (one fair A-DSM-only arm for all: 08_mnist_energy_gres512btft_single);
+# notebook 08 picks λ on validation digits (most wins over the Gaussian control on its grid, ties to the larger λ)
+# and checks that MNIST_ENERGY_RECIPES["dual"] is the one it picks
+MNIST_FINETUNED_DUAL_RECIPES = {1.0: "08_mnist_energy_gres512btftl1_dual", 2.0: "08_mnist_energy_gres512btftl2_dual",
+                                4.0: "08_mnist_energy_gres512btft_dual"}
 MNIST_BOUNDED_JOINT_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512bt_dual", "single": "08_mnist_energy_gres512bt_single"}
 MNIST_RANK512_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512_dual", "single": "08_mnist_energy_gres512_single"}
 MNIST_RANK256_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres_dual", "single": "08_mnist_energy_gres_single"}

@@ -98,6 +98,19 @@ def test_fine_tuning_recipe_starts_from_its_checkpoint_and_says_so():
     assert recipes.get(start).model_meta(None)["init_from"] is None
 
 
+def test_fine_tuned_duals_differ_from_their_fair_single_arm_only_by_the_acsm_weight():
+    single = recipes.get(recipes.MNIST_ENERGY_RECIPES["single"]).model_meta(None)
+    assert recipes.MNIST_ENERGY_RECIPES["dual"] in recipes.MNIST_FINETUNED_DUAL_RECIPES.values()
+    for lam, name in recipes.MNIST_FINETUNED_DUAL_RECIPES.items():
+        meta = recipes.get(name).model_meta(None)
+        assert meta["dual"] and not single["dual"] and meta["csm_weight"] == lam
+        assert f"A-CSM weighted λ = {lam:g}" in recipes.get(name).summary
+        for key in ("init_from", "anneal", "kwargs", "batch", "dsm_floor"):
+            assert meta[key] == single[key], key
+        trained = checkpoints.load_checkpoint(name)["meta"]          # committed, with the single arm's steps
+        assert trained["steps"] == checkpoints.load_checkpoint(recipes.MNIST_ENERGY_RECIPES["single"])["meta"]["steps"]
+
+
 def test_training_budget_adds_the_start_of_a_fine_tuned_model():
     start = recipes.training_budget("08_mnist_energy_gres512bt_single")
     tuned = recipes.training_budget("08_mnist_energy_gres512btft_dual")
