@@ -687,7 +687,10 @@ if TRAINED_FULL:
 # digits, MSE over the control's) the fine-tuned dual beat the control at 16 of 18 Σ (geometric mean 0.753, worst
 # 1.05 at box σ² = 10) against the joint dual's 13 (0.805, worst 1.26), with the same A-CSM validation loss
 # (0.000110 vs 0.000108). The fine-tuned pair has 1,000 steps more than the joint one: the earlier-energies table
-# shows the joint pair beside it.
+# shows the joint pair beside it. After this run's dual lost at box and half σ² = 10, the same fine-tuning was run
+# at λ = 2 and λ = 1 (`08_mnist_energy_gres512btftl2_dual` / `_gres512btftl1_dual`, 0.23 h each; validation A-CSM
+# 0.000112 / 0.000113); which λ the notebook evaluates is decided on validation digits by a rule written down
+# before the λ = 1 model was trained (below, after the table of earlier energies).
 #
 # Training: by the package recipes (`python -m energy_utils.recipes train NAME --hours H`) in background sittings
 # on 2 CPU threads, on the fitting split of the training digits, the validation split watched by a plateau
@@ -850,6 +853,9 @@ plain_dual, _ = load_energy_model(recipes.MNIST_PLAIN_ENERGY_RECIPES["dual"], "f
 rank256 = {arm: load_energy_model(name, "full", device)[0] for arm, name in recipes.MNIST_RANK256_ENERGY_RECIPES.items()}
 rank512 = {arm: load_energy_model(name, "full", device)[0] for arm, name in recipes.MNIST_RANK512_ENERGY_RECIPES.items()}
 joint = {arm: load_energy_model(name, "full", device)[0] for arm, name in recipes.MNIST_BOUNDED_JOINT_ENERGY_RECIPES.items()}
+# the fine-tuned duals at every A-CSM weight λ (the current dual is one of them; the others go to the earlier table)
+by_lambda = {lam: load_energy_model(name, "full", device)[0] for lam, name in recipes.MNIST_FINETUNED_DUAL_RECIPES.items()}
+other_lambdas = [lam for lam, name in recipes.MNIST_FINETUNED_DUAL_RECIPES.items() if name != MN_RECIPES[True]]
 
 
 def mse_cov(kind, v, n):
@@ -894,7 +900,9 @@ for kind in ("box 14×14", "half mask", "blur"):
                 ("rank-256 single", rank256["single"]), ("rank-512 dual (λ = 4), unbounded, base on fit digits", rank512["dual"]),
                 ("rank-512 single, unbounded, base on fit digits", rank512["single"]),
                 ("rank-512 dual (λ = 4), bounded, control's digits, joint training", joint["dual"]),
-                ("rank-512 single, bounded, control's digits (the fine-tunings' start)", joint["single"]))}})
+                ("rank-512 single, bounded, control's digits (the fine-tunings' start)", joint["single"]),
+                *((f"rank-512 dual (λ = {lam:g}), bounded, control's digits, fine-tuned", by_lambda[lam])
+                  for lam in other_lambdas))}})
 mse_tab = pd.DataFrame(mse_rows)
 mse_tab["dual / Gaussian"] = mse_tab["dual"] / mse_tab["Gaussian control"]
 mse_tab["single / Gaussian"] = mse_tab["single"] / mse_tab["Gaussian control"]
@@ -981,14 +989,16 @@ print(f"dual or single lose to the Gaussian control at {len(lose)} of {len(mse_t
 # (`08_mnist_energy_gres_dual` / `_single`: the same residual network on a rank-256 base, the dual with A-CSM at
 # λ = 28) and the second (`08_mnist_energy_gres512_dual` / `_single`: rank-512 base fitted on the fitting digits
 # only, unbounded residual, 7.8k / 12.3k steps) and the third (`08_mnist_energy_gres512bt_dual` / `_single`: the
-# current pair's network and base, trained jointly for 4,312 steps each; its single is the current pair's start).
-# Below 1 the model beats the control.
+# current pair's network and base, trained jointly for 4,312 steps each; its single is the current pair's start);
+# and the current dual's fine-tuning at the A-CSM weights not chosen (λ = 2 and 1; the choice is in the next
+# table). Below 1 the model beats the control.
 
 # %%
 from IPython.display import display
 
 earlier_tab = pd.DataFrame(earlier_rows)
-earlier_tab["rank-512 dual (λ = 4), bounded, control's digits, fine-tuned (current) / Gaussian"] = mse_tab["dual / Gaussian"]
+CURRENT_LAMBDA = next(lam for lam, name in recipes.MNIST_FINETUNED_DUAL_RECIPES.items() if name == MN_RECIPES[True])
+earlier_tab[f"rank-512 dual (λ = {CURRENT_LAMBDA:g}), bounded, control's digits, fine-tuned (current) / Gaussian"] = mse_tab["dual / Gaussian"]
 earlier_tab["rank-512 single, bounded, control's digits, fine-tuned (current) / Gaussian"] = mse_tab["single / Gaussian"]
 report.table("mnist_earlier_energies_mse_over_gaussian_control", earlier_tab, show=False)
 report.value("mnist_earlier_energies_vs_gaussian_control", {
@@ -997,6 +1007,52 @@ report.value("mnist_earlier_energies_vs_gaussian_control", {
     for col in earlier_tab.columns[2:]})
 display(pd.DataFrame(report.values["mnist_earlier_energies_vs_gaussian_control"]).T.round(3))
 earlier_tab.round(3)
+
+# %% [markdown]
+# **The A-CSM weight of the fine-tuning, chosen on validation digits.** The dual was fine-tuned at three A-CSM
+# weights, λ = 4, 2 and 1 (`recipes.MNIST_FINETUNED_DUAL_RECIPES`; the same start, steps, schedule and batches; one
+# A-DSM-only arm for all): λ = 4 first, then 2 and 1 after the λ = 4 dual lost at box and half σ² = 10 on the test
+# digits. The rule, written down before the λ = 1 model was trained: on `mn_mse` digits of the **validation** split
+# (held out from the residual's training), the grid above with the same noise draws as the probe that applied it,
+# MSE over the Gaussian control; the λ with the most wins, ties to the larger λ (more weight on normalisation). The
+# check below fails if `recipes.MNIST_ENERGY_RECIPES["dual"]` is not the model the rule picks (asserted in the full
+# profile; the smoke profile's few digits only record it). A flaw found when it was applied: the control is fitted
+# on all training digits, validation included, so on validation digits it has seen the answers and every model
+# (the single too) loses to it at the six highest-noise mask and blur Σ. The same rule against the control fitted
+# on the fitting digits only (which has not seen them) is computed beside it; the test-digit numbers of the λ not
+# chosen are in the table above.
+
+# %%
+X_val = load_mnist("val").images[: cfg["mn_mse"]].to(device)
+g_lam = torch.Generator().manual_seed(SEED + 31)           # the noise draws of the probe that applied the rule
+lam_rows = []
+for kind in ("box 14×14", "half mask", "blur"):
+    for v in cfg["mse_vars"]:
+        one = mse_cov(kind, v, 1)
+        cov = one.expand_batch(X_val.shape[0]).to(torch.float32, device)
+        y = X_val + cov.sample(1, g_lam).to(device)
+        mse = {lam: (denoise(m, y, cov) - X_val).pow(2).mean().item() for lam, m in by_lambda.items()}
+        for control, p in (("Gaussian control", prior), ("Gaussian, fit digits only", prior_fit)):
+            c = (p.denoise(y.cpu(), one.dense(1)[0]).to(device) - X_val).pow(2).mean().item()
+            lam_rows.append({"control": control, "Σ": kind, "σ²": float(v), **{f"λ = {lam:g}": e / c for lam, e in mse.items()}})
+lam_tab = pd.DataFrame(lam_rows)
+lam_summary = pd.DataFrame([{"control": control, "λ": lam, "wins": int((sub[f"λ = {lam:g}"] < 1).sum()),
+                             "geomean": float(np.exp(np.log(sub[f"λ = {lam:g}"]).mean())),
+                             "worst": float(sub[f"λ = {lam:g}"].max())}
+                            for control, sub in lam_tab.groupby("control", sort=False) for lam in by_lambda])
+picks = {control: max(sub["λ"], key=lambda lam: (int(sub.loc[sub["λ"] == lam, "wins"].iloc[0]), lam))
+         for control, sub in lam_summary.groupby("control", sort=False)}
+picked = picks["Gaussian control"]
+report.table("mnist_acsm_weight_on_validation_digits", lam_tab, show=False)
+report.table("mnist_acsm_weight_choice", lam_summary, show=False)
+report.value("mnist_acsm_weight_picked", {"rule (control on all training digits)": picked,
+                                          "same rule, control on the fitting digits only": picks["Gaussian, fit digits only"],
+                                          "current": CURRENT_LAMBDA, "n_validation_digits": len(X_val)})
+report.check_or_record(PROFILE == "full", "the committed dual is the fine-tuning the validation rule picks "
+                       "(|λ picked − λ of recipes.MNIST_ENERGY_RECIPES['dual']|)", abs(picked - CURRENT_LAMBDA), 0.0, "<=",
+                       note="rule written before the λ = 1 fine-tuning was trained")
+print("picked:", report.values["mnist_acsm_weight_picked"])
+lam_summary.round(3)
 
 # %% [markdown]
 # **Where the learned residual helps and where it hurts.** Both energies are U = U_G + U_θ (the rank-512 Gaussian
@@ -1341,7 +1397,15 @@ if TRAINED_FULL:
 #   from the Gaussian start for the same 4,312 steps as the single, the dual beat the control at 13 of 18 Σ only
 #   (0.805, worst 1.26; table of the earlier energies); fine-tuning the trained single with A-CSM keeps most of the
 #   single's denoising (0.753 against the fine-tuned single's 0.736) and reaches the same A-CSM validation loss as
-#   the joint dual (0.00011 against 0.00011; the fine-tuned single's 0.0014). Against the earlier pairs: the plain
+#   the joint dual (0.00011 against 0.00011; the fine-tuned single's 0.0014). **The A-CSM weight**: the same
+#   fine-tuning at λ = 2 and λ = 1 denoises like the single at high noise — on these test digits λ = 1 beats the
+#   control at all 18 Σ (geometric mean 0.737, worst 0.999 at blur σ² = 10; box σ² = 10: 0.990) and λ = 2 at 17
+#   (worst 1.006, box σ² = 10) — with the same A-CSM validation loss as λ = 4 (0.000113 / 0.000112 / 0.000110).
+#   The weight was chosen on 256 validation digits by a rule fixed before λ = 1 was trained (most wins over the
+#   control, ties to the larger λ); there the three tie (12 of 18 wins each against the control, which was fitted
+#   on those digits too; 18 each against the control fitted on the fitting digits only), so the rule keeps λ = 4,
+#   and taking λ = 1 now would choose on the test digits. A discriminating validation protocol (a split held out
+#   from the control and the base as well, and a continuous criterion) is what the next choice needs. Against the earlier pairs: the plain
 #   UNet energy lost to the control by up to 15×, the rank-256 pair (λ = 28) at 9 / 6 Σ, the rank-512 pair with its
 #   base on the fitting digits and an unbounded residual at 5 (dual) / 2 (single) Σ. Dual against single (one
 #   training seed each, so no seed-level verdict): the single denoises better at 14 of 18 Σ, by up to 6 % (box
