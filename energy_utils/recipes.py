@@ -104,13 +104,14 @@ MNIST_ENERGY_VAL_COVS = {
 
 
 def _mnist_energy_train(dual: bool, dsm_floor: float = 0.0, csm_weight: float = MNIST_CSM_WEIGHT,
-                        anneal_at: int | None = None) -> Callable:
+                        anneal_at: int | None = None, seed: int = 0) -> Callable:
     """The ``train`` of an MNIST energy recipe: A-DSM + A-CSM when ``dual``, A-DSM alone otherwise, with the same
     initialisation (``train`` seeds it), batches, noise and validation draws for both; ``dsm_floor``: the A-DSM
     whitening floor c (:func:`energy_utils.score_losses.adsm_loss`), also in the watched validation loss;
     ``csm_weight``: λ of the A-CSM term when ``dual``; ``anneal_at``: the step where the plateau schedule gives
     way to a cosine annealing of ``MNIST_ENERGY_ANNEAL_STEPS`` steps, which ends the training
-    (:class:`energy_utils.training.PlateauLR`; None: the plateau rule alone)."""
+    (:class:`energy_utils.training.PlateauLR`; None: the plateau rule alone); ``seed``: the training seed of the
+    batches and noise (the validation draws stay the same for every seed)."""
     def train(model, scratch, max_time_s, smoke=False):
         t = MNIST_ENERGY_TRAIN
         fit_x, val_x = data.load_mnist("fit").images, data.load_mnist("val").images
@@ -124,19 +125,20 @@ def _mnist_energy_train(dual: bool, dsm_floor: float = 0.0, csm_weight: float = 
                                                      dsm_floor=dsm_floor)
         return energy_training.train_energy_model(
             model, fit_x, MNIST_COV_FAMILY, steps, batch, t["lr"], dual=dual,
-            csm_weight=csm_weight if dual else 0.0, seed=0, scratch=scratch, clip_grad=t["clip_grad"],
+            csm_weight=csm_weight if dual else 0.0, seed=seed, scratch=scratch, clip_grad=t["clip_grad"],
             desc=f"mnist energy {'dual' if dual else 'single'}", checkpoint_every=every, validate=validate,
             validate_every=every, plateau=plateau, max_time_s=max_time_s, dsm_floor=dsm_floor)
     return train
 
 
 def _mnist_energy_meta(dual: bool, csm_weight: float, rank: int | None = None, net_kwargs: dict | None = None,
-                       anneal_at: int | None = None, init_from: str | None = None) -> Callable[[torch.nn.Module], dict]:
+                       anneal_at: int | None = None, init_from: str | None = None,
+                       seed: int = 0) -> Callable[[torch.nn.Module], dict]:
     """What rebuilds an MNIST energy (:func:`energy_utils.energy_training.load_energy_model`: ``kind`` and
     ``kwargs``) and how it was trained; ``rank``: the Gaussian base's rank of a residual energy (None: plain),
     ``net_kwargs``: its residual network's (default ``MNIST_ENERGY``); ``anneal_at``: where its final annealing
     phase starts (``anneal`` in the metadata: ``{"at", "steps"}`` or None); ``init_from``: the checkpoint it was
-    fine-tuned from (None: trained from its initialisation)."""
+    fine-tuned from (None: trained from its initialisation); ``seed``: the training seed."""
     anneal = None if anneal_at is None else {"at": anneal_at, "steps": MNIST_ENERGY_ANNEAL_STEPS}
     if rank is not None:
         kind, kwargs = "image_gaussian_residual", {"shape": (1, 28, 28), "rank": rank,
@@ -146,7 +148,7 @@ def _mnist_energy_meta(dual: bool, csm_weight: float, rank: int | None = None, n
     return lambda model: {"kind": kind, "kwargs": kwargs, "dual": dual, "csm_weight": csm_weight if dual else 0.0,
                           "dsm_floor": 0.0 if rank is None else MNIST_RESIDUAL_DSM_FLOOR,
                           "cov_family": dataclasses.asdict(MNIST_COV_FAMILY), "batch": MNIST_ENERGY_TRAIN["batch"],
-                          "anneal": anneal, "init_from": init_from}
+                          "anneal": anneal, "init_from": init_from, "seed": seed}
 
 
 # the residual energies' Gaussian base: a rank-256 PCA of the fitting digits (+ the mean of the other eigenvalues
@@ -193,14 +195,15 @@ def _initialised_from(name: str, build: Callable[[], torch.nn.Module]) -> Callab
 
 def _mnist_energy_recipe(dual: bool, residual: bool = False, rank: int = MNIST_GAUSSIAN_RANK,
                          csm_weight: float = MNIST_RESIDUAL_CSM_WEIGHT, tag: str = "gres", bounded: bool = False,
-                         base_split: str = "fit", anneal_at: int | None = None, init_from: str | None = None) -> Recipe:
+                         base_split: str = "fit", anneal_at: int | None = None, init_from: str | None = None,
+                         seed: int = 0) -> Recipe:
     """A plain MNIST energy (``08_mnist_energy_{dual|single}``) or, with ``residual``, a Gaussian-residual one on
     a rank-``rank`` base with A-CSM weight ``csm_weight`` when ``dual`` (``08_mnist_energy_<tag>_{dual|single}``);
     ``bounded``: the residual network's share of the denoiser scaled by c (``ImageEnergy(bounded=True)``);
     ``base_split``: the :func:`energy_utils.data.load_mnist` split the base is fitted on (the residual always
     trains on ``"fit"`` and validates on ``"val"``); ``anneal_at``: the step where its final annealing starts;
     ``init_from``: a committed checkpoint whose weights the training starts from (None: the Gaussian base with a
-    zero residual)."""
+    zero residual); ``seed``: the training seed of the batches and noise (named ``..._<arm>_seed<seed>`` when not 0)."""
     arm = "dual" if dual else "single"
     schedule = ("Σ pixel/Fourier-diagonal with variances in [1e-4, 1e3], batch 32, Adam 2e-3 halved on plateaus of the "
                 "validation A-DSM loss until flat")
@@ -221,14 +224,15 @@ def _mnist_energy_recipe(dual: bool, residual: bool = False, rank: int = MNIST_G
         build = lambda: GaussianResidualEnergy.from_data(data.load_mnist(base_split).images, rank, net_kwargs)
         start = "zero at initialisation" if init_from is None else f"started from the trained {init_from}"
         return Recipe(
-            f"08_mnist_energy_{tag}_{arm}",
+            f"08_mnist_energy_{tag}_{arm}" + (f"_seed{seed}" if seed else ""),
             f"the exact energy of a rank-{rank} PCA Gaussian fitted on the {BASE_SPLITS[base_split]} plus a learned "
             f"residual ({net}, widths 16/32/48, emb 32: {start}) on MNIST, "
-            f"{loss} with the whitening floored at c = {MNIST_RESIDUAL_DSM_FLOOR:g} (Σ^{{−½}} → (Σ + cI)^{{−½}}), {schedule}",
+            f"{loss} with the whitening floored at c = {MNIST_RESIDUAL_DSM_FLOOR:g} (Σ^{{−½}} → (Σ + cI)^{{−½}}), {schedule}"
+            + (f", training seed {seed}" if seed else ""),
             build if init_from is None else _initialised_from(init_from, build),
-            _mnist_energy_train(dual, MNIST_RESIDUAL_DSM_FLOOR, csm_weight, anneal_at),
+            _mnist_energy_train(dual, MNIST_RESIDUAL_DSM_FLOOR, csm_weight, anneal_at, seed),
             lambda: {**_mnist_sources(), "Gaussian base": data.load_mnist(base_split).source},
-            _mnist_energy_meta(dual, csm_weight, rank, net_kwargs, anneal_at, init_from))
+            _mnist_energy_meta(dual, csm_weight, rank, net_kwargs, anneal_at, init_from, seed))
     loss = "A-DSM + A-CSM (A-CSM weighted 1/d)" if dual else "A-DSM only"
     return Recipe(
         f"08_mnist_energy_{arm}",
@@ -292,6 +296,11 @@ RECIPES: dict[str, Recipe] = {
     "08_mnist_energy_gres512btftl1_dual": _mnist_energy_recipe(True, True, MNIST_GAUSSIAN_RANK_512, 1.0,
                                                                tag="gres512btftl1", bounded=True, base_split="train",
                                                                anneal_at=0, init_from="08_mnist_energy_gres512bt_single"),
+    # the fine-tuned pair at training seeds 1 and 2 (other batches and noise, the same start): seed-level intervals
+    **{f"08_mnist_energy_gres512btft_{arm}_seed{seed}": _mnist_energy_recipe(
+        arm == "dual", True, MNIST_GAUSSIAN_RANK_512, MNIST_RESIDUAL512_CSM_WEIGHT, tag="gres512btft", bounded=True,
+        base_split="train", anneal_at=0, init_from="08_mnist_energy_gres512bt_single", seed=seed)
+       for seed in (1, 2) for arm in ("dual", "single")},
     # the fair A-DSM-only arm of that fine-tuning: the same start, steps, schedule and batches without A-CSM
     "08_mnist_energy_gres512btft_single": _mnist_energy_recipe(False, True, MNIST_GAUSSIAN_RANK_512, tag="gres512btft",
                                                                bounded=True, base_split="train", anneal_at=0,
@@ -308,6 +317,9 @@ RECIPES: dict[str, Recipe] = {
 # ImageEnergy pair, which lost to the Gaussian control at most Σ. Notebook 08 keeps the earlier pairs beside the
 # current one in its denoising tables.
 MNIST_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512btft_dual", "single": "08_mnist_energy_gres512btft_single"}
+# the fine-tuned pair by training seed (seed 0: MNIST_ENERGY_RECIPES; the same start for every seed)
+MNIST_ENERGY_SEED_RECIPES = {0: MNIST_ENERGY_RECIPES, **{seed: {arm: f"08_mnist_energy_gres512btft_{arm}_seed{seed}"
+                                                               for arm in ("dual", "single")} for seed in (1, 2)}}
 # the fine-tuned duals by their A-CSM weight λ (one fair A-DSM-only arm for all: 08_mnist_energy_gres512btft_single);
 # notebook 08 picks λ on validation digits (most wins over the Gaussian control on its grid, ties to the larger λ)
 # and checks that MNIST_ENERGY_RECIPES["dual"] is the one it picks

@@ -111,6 +111,16 @@ def test_fine_tuned_duals_differ_from_their_fair_single_arm_only_by_the_acsm_wei
         assert trained["steps"] == checkpoints.load_checkpoint(recipes.MNIST_ENERGY_RECIPES["single"])["meta"]["steps"]
 
 
+def test_seed_recipes_differ_from_the_current_pair_only_by_their_training_seed():
+    for seed, names in recipes.MNIST_ENERGY_SEED_RECIPES.items():
+        for arm, name in names.items():
+            meta = recipes.get(name).model_meta(None)
+            current = recipes.get(recipes.MNIST_ENERGY_RECIPES[arm]).model_meta(None)
+            assert meta["seed"] == seed and {**meta, "seed": 0} == current
+            assert ("training seed" in recipes.get(name).summary) == (seed != 0)
+            assert checkpoints.load_checkpoint(name)["meta"]["steps"] == recipes.MNIST_ENERGY_ANNEAL_STEPS
+
+
 def test_training_budget_adds_the_start_of_a_fine_tuned_model():
     start = recipes.training_budget("08_mnist_energy_gres512bt_single")
     tuned = recipes.training_budget("08_mnist_energy_gres512btft_dual")
