@@ -345,6 +345,16 @@ def training_budget(name: str, profile: str = "full") -> dict:
     return out
 
 
+def budget_row(name: str, profile: str = "full") -> dict:
+    """One table row for the provenance of checkpoint ``name``: the model, the checkpoint it was fine-tuned from
+    (None), its steps and hours in all (:func:`training_budget`), whether its training converged, and its batch."""
+    meta = checkpoints.load_checkpoint(name, profile)["meta"]
+    budget = training_budget(name, profile)
+    return {"model": name, "fine-tuned from": meta.get("init_from"), "steps in all": budget["steps"],
+            "hours in all": round(budget["wall_time_s"] / 3600, 2), "converged": meta["converged"],
+            "batch": meta.get("batch")}
+
+
 def validation_curve(name: str, profile: str = "full") -> list[dict]:
     """Checkpoint ``name``'s validation curve (``meta["val"]``) preceded, for a fine-tuned model, by that of the
     checkpoint it started from (recursively), its steps counted from the first training's step 0."""

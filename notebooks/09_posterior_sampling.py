@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from energy_utils import metrics
+from energy_utils import metrics, stats
 from energy_utils import posterior_samplers as ps
 from energy_utils.densities import GaussianMixture, benchmark_mixture
 from energy_utils.energy_training import load_energy_model
@@ -201,6 +201,20 @@ def run_sampler(name, prior, P, knob, g):
     return x.reshape(P["y"].shape[0], n, -1), info
 
 
+def pick_knob(grid, score):
+    """The value of ``grid`` with the smallest ``score(value)``, and every score; a value whose run diverges
+    (``SamplerDivergence``) or scores NaN/∞ gets +∞. The one tuning rule of this notebook (mixtures, classical
+    controls and MNIST samplers alike)."""
+    scores = {}
+    for knob in grid:
+        try:
+            s = float(score(knob))
+        except ps.SamplerDivergence:
+            s = math.inf
+        scores[knob] = s if math.isfinite(s) else math.inf
+    return min(scores, key=scores.get), scores
+
+
 def is_mask(A):
     return bool(((A == 0) | (A == 1)).all() and (A.sum(1) == 1).all())
 
@@ -227,13 +241,12 @@ for key in cfg["mixture_dims"]:
     ops = operators(d, torch.Generator().manual_seed(SEED + d))
     val_problems = [make_problem(key, op, A, 0.1, cfg["n_val"], g_val) for op, A in ops.items()]
     for name, (_, grid, masks_only) in SAMPLERS.items():
-        scores = {}
-        for knob in grid[:cfg["grid"]]:
+        def val_sw2_ratio(knob):
             r = [evaluate(name, priors[key]["exact"], P, knob, g_val) for P in val_problems
                  if not masks_only or is_mask(P["A"])]
-            scores[knob] = np.inf if any(x["diverged"] for x in r) else float(np.mean([x["sw2_ratio"] for x in r]))
-            tune_rows.append({"mixture": key, "sampler": name, "knob": str(knob), "val_sw2_ratio": scores[knob]})
-        tuned[(key, name)] = min(scores, key=scores.get)
+            return np.inf if any(x["diverged"] for x in r) else np.mean([x["sw2_ratio"] for x in r])
+        tuned[(key, name)], scores = pick_knob(grid[:cfg["grid"]], val_sw2_ratio)
+        tune_rows += [{"mixture": key, "sampler": name, "knob": str(k), "val_sw2_ratio": v} for k, v in scores.items()]
 report.table("tuning", tune_rows, show=False)
 report.value("tuned_knobs", {f"{k}/{n}": str(v) for (k, n), v in tuned.items()})
 pd.DataFrame(tune_rows).pivot_table(index=["mixture", "sampler"], columns="knob", values="val_sw2_ratio").round(2)
@@ -473,8 +486,8 @@ from energy_utils import controls, denoisers, recipes, operators as O
 from energy_utils.data import load_mnist
 from energy_utils.samplers import ks_sample
 
-mn_cfg = pick_profile({"smoke": dict(mn_digits=4, mn_samples=2, mn_budget=12, mn_val=4),
-                       "full": dict(mn_digits=256, mn_samples=2, mn_budget=100, mn_val=32)}, PROFILE)
+mn_cfg = pick_profile({"smoke": dict(mn_digits=4, mn_samples=2, mn_budget=12, mn_val=4, mn_grid=2),
+                       "full": dict(mn_digits=256, mn_samples=2, mn_budget=100, mn_val=32, mn_grid=5)}, PROFILE)
 report.value("mnist_settings", mn_cfg)
 SIGMA_N = 0.05
 MN_S_END = 1e-4                  # the MNIST energies' smallest training variance
@@ -488,10 +501,7 @@ clf, _ = denoisers.load_denoiser("03_mnist_classifier", "full", device)
 fit, test = load_mnist("fit"), load_mnist("test")
 report.record_data("prior training digits", fit.source)
 report.record_data("test digits", test.source)
-mn_budget = recipes.training_budget(MN_ENERGY)      # with the training of the model it was fine-tuned from
-report.table("mnist_energy", [{"model": MN_ENERGY, "fine-tuned from": mn_meta.get("init_from"),
-                               "steps in all": mn_budget["steps"], "hours in all": round(mn_budget["wall_time_s"] / 3600, 2),
-                               "converged": mn_meta["converged"], "batch": mn_meta["batch"]}])
+report.table("mnist_energy", [recipes.budget_row(MN_ENERGY)])   # with the training of the model it was fine-tuned from
 gauss = controls.GaussianPrior.fit(fit.images)
 gauss_mix = GaussianMixture([1.0], gauss.mean[None], gauss.cov[None])
 
@@ -566,9 +576,8 @@ CLASSICAL = {"pseudo-inverse": (lambda A, y, r: controls.pseudo_inverse_solution
 classical_knob, classical_rows = {}, []
 for task in MN_TASKS:
     for method, (solve, grid) in CLASSICAL.items():
-        val_mse = {k: (solve(MN_A[task], y_val[task], k).clamp(0, 1) - mn_val).pow(2).mean().item() for k in grid}
-        classical_knob[(task, method)] = min(val_mse, key=val_mse.get)
-        best = classical_knob[(task, method)]
+        best, val_mse = pick_knob(grid, lambda k: (solve(MN_A[task], y_val[task], k).clamp(0, 1) - mn_val).pow(2).mean())
+        classical_knob[(task, method)] = best
         classical_rows.append({"task": task, "method": method, "knob": "r" if method == "pseudo-inverse" else "λ",
                                "chosen": best, "validation MSE": val_mse[best], "grid": grid})
 report.table("classical_controls_tuning", classical_rows)
@@ -577,10 +586,18 @@ report.table("classical_controls_tuning", classical_rows)
 MB = mn_cfg["mn_budget"]
 
 
-# One knob per learned sampler, three values each: section 1's grids, and for KS its β (0.1 the setting it ran
-# with before; a smaller β takes more iterations than the budget, so the grid goes up from there).
-MN_KNOBS = {name: SAMPLERS[name][1] for name in ("PC-MALA", "annealed-ULA", "DPS", "RED-Diff", "DAPS")}
-MN_KNOBS["KS (03 UNet)"] = [0.1, 0.25, 0.5]
+# One knob per learned sampler, five values each: section 1's three and one step beyond each end (the previous
+# run, on section 1's grids alone, chose an end value for 13 of the 16 pairs tuned on them). KS keeps its three
+# values of β: a β below 0.1 takes more iterations than the budget, and β → 1 removes the noise injection that
+# makes it a sampler.
+MN_KNOBS = {"PC-MALA": [0.05, 0.1, 0.15, 0.25, 0.4],
+            "annealed-ULA": [0.03, 0.1, 0.3, 1.0, 1.8],
+            "DPS": [0.05, 0.15, 0.4, 1.0, 2.5],
+            "RED-Diff": [0.003, 0.01, 0.03, 0.1, 0.3],
+            "DAPS": ["auto", 3e-4, 1e-3, 3e-3, 1e-2],
+            "KS (03 UNet)": [0.1, 0.25, 0.5]}
+for name in ("PC-MALA", "annealed-ULA", "DPS", "RED-Diff", "DAPS"):
+    assert set(SAMPLERS[name][1]) <= set(MN_KNOBS[name]), f"{name}: the MNIST grid must contain section 1's"
 
 
 def mnist_sampler(method, task, y_rows, n_samples, knob, g):
@@ -620,8 +637,10 @@ def mnist_sampler(method, task, y_rows, n_samples, knob, g):
         x, info = ps.dps_sample(mn_prior, lik, shape, sigma_max=MN_SIGMA_MAX, sigma_min=math.sqrt(MN_S_END),
                                 n_levels=MB + 1, zeta=knob, generator=g, desc=f"DPS {task}")
     elif method == "RED-Diff":
+        start = controls.pseudo_inverse_solution(A, y, SHAPE, rcond=classical_knob[(task, "pseudo-inverse")])
         x, info = ps.red_diff_sample(mn_prior, lik, shape, sigma_max=MN_SIGMA_MAX, sigma_min=math.sqrt(MN_S_END),
-                                     n_levels=MB, lr=knob, generator=g, desc=f"RED-Diff {task}")
+                                     n_levels=MB, lr=knob, mu_init=start.float(), generator=g,
+                                     desc=f"RED-Diff {task}")
     elif method == "DAPS":
         x, info = ps.daps_sample(mn_prior, lik, shape, sigma_max=MN_SIGMA_MAX, sigma_min=math.sqrt(MN_S_END),
                                  n_levels=max(2, MB // 5), n_ode=5, n_langevin=50, lr=knob, generator=g,
@@ -644,9 +663,15 @@ METHODS = {"box": CONTROL_METHODS + ["PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (
 
 # %% [markdown]
 # **Tuning on MNIST.** Each learned sampler's knob is chosen per task on the `mn_val` validation digits (their own
-# measurements and noise, one sample each) by the MSE of its [0, 1]-clipped samples, from the three values of
-# `MN_KNOBS` (the first two in the smoke profile): the same budget of tuning for every sampler, and the same data
-# the classical controls' knobs were chosen on. A run that diverges scores +∞.
+# measurements and noise, one sample each) by the MSE of its [0, 1]-clipped samples, from the five values of
+# `MN_KNOBS` (KS: three; the first `mn_grid` = 2 in the smoke profile), with `pick_knob`, the rule section 1 and
+# the classical controls use: the same budget of tuning for every energy sampler, and the same data the
+# classical controls' knobs were chosen on. A run that diverges scores +∞. **RED-Diff starts at the tuned
+# truncated pseudo-inverse** (the control above; for the masks and SR, whose singular values are all equal, that
+# is A⁺y itself). The previous run started it at the exact A⁺y, the paper's description, and on deblurring that
+# start amplified the noise (smallest singular value 2·10⁻⁴) to an MSE of ≈ 700 it never recovered from (3.6 dB).
+# The original RED-Diff code's deblurring operators (from DDRM's SVD operators) zero singular values below
+# 3·10⁻² before inverting, so its "pseudo-inverse" start was a truncated one too.
 
 # %%
 g_tune = torch.Generator().manual_seed(SEED + 80)
@@ -655,16 +680,9 @@ for task in MN_TASKS:
     for method in METHODS[task]:
         if method not in MN_KNOBS:
             continue
-        val_mse = {}
-        for knob in MN_KNOBS[method][: cfg["grid"]]:
-            try:
-                xs, _ = mnist_sampler(method, task, y_val[task], 1, knob, g_tune)
-                val_mse[knob] = (xs[:, 0].clamp(0, 1) - mn_val).pow(2).mean().item()
-            except ps.SamplerDivergence:
-                val_mse[knob] = math.inf
-            if not math.isfinite(val_mse[knob]):
-                val_mse[knob] = math.inf
-        mn_knob[(task, method)] = min(val_mse, key=val_mse.get)
+        mn_knob[(task, method)], val_mse = pick_knob(
+            MN_KNOBS[method][: mn_cfg["mn_grid"]],
+            lambda knob: (mnist_sampler(method, task, y_val[task], 1, knob, g_tune)[0][:, 0].clamp(0, 1) - mn_val).pow(2).mean())
         mn_tune_rows += [{"task": task, "method": method, "knob": str(k), "diverged": not math.isfinite(v),
                           "validation MSE": v if math.isfinite(v) else None, "chosen": k == mn_knob[(task, method)]}
                          for k, v in val_mse.items()]
@@ -684,7 +702,7 @@ def classifier_out(x):
 
 true_labels = test.labels[:n_dig]
 _, feats_true = classifier_out(x_mn)
-mn_rows, mn_samples = [], {}
+mn_rows, mn_samples, mn_psnr = [], {}, {}
 g_run = torch.Generator().manual_seed(SEED + 78)
 for task in MN_TASKS:
     for method in METHODS[task]:
@@ -696,11 +714,13 @@ for task in MN_TASKS:
         mn_samples[(task, method)] = xs
         xc = xs.clamp(0, 1)
         ref = x_mn[:, None].expand_as(xc)
+        psnr = metrics.psnr(xc.reshape(-1, *SHAPE), ref.reshape(-1, *SHAPE)).reshape(n_dig, n_s)
+        mn_psnr[(task, method)] = psnr.mean(1)            # per digit, mean over its samples
         pred, feats = classifier_out(xc)
         lo, hi = xs.min(1).values, xs.max(1).values
         inside = ((x_mn >= lo) & (x_mn <= hi)).double().mean().item()
         mn_rows.append({"task": task, "method": method,
-                        "psnr": metrics.psnr(xc.reshape(-1, *SHAPE), ref.reshape(-1, *SHAPE)).mean().item(),
+                        "psnr": psnr.mean().item(),
                         "psnr_of_mean": metrics.psnr(xc.mean(1), x_mn).mean().item(),
                         "ssim": metrics.ssim(xc.reshape(-1, *SHAPE), ref.reshape(-1, *SHAPE)).mean().item(),
                         "accuracy": (pred == true_labels.repeat_interleave(n_s)).double().mean().item(),
@@ -719,36 +739,37 @@ mnist_table.set_index(["task", "method"]).round(3)
 # within this table). The paper reports CelebA / ImageNet numbers only (e.g. a scraped CelebA box-30 PSNR of
 # 33.8 dB, reference §6.3), on other data, image sizes and models, so no row here can be set beside them.
 #
-# **Reading (full run, 256 test digits × 2 samples, every sampler's knob tuned on 32 validation digits; CPU, AMD
-# EPYC, 2 threads, 43 min; the prior is `08_mnist_energy_gres512btft_dual` at the steps in the table above).** The
-# regression network wins every task by 3–4.5 dB over the best other method (17.5 / 20.2 / 27.2 / 20.2 dB on box /
-# pixels / deblur / sr4): it is trained for each task, and PSNR rewards its point estimate, where a posterior
+# **Reading (full run, 256 test digits × 2 samples, every sampler's knob tuned on 32 validation digits among five
+# values; CPU, AMD EPYC, 2 threads, 54 min; the prior is `08_mnist_energy_gres512btft_dual` at the steps in the
+# table above; every gain below has a paired 95 % interval over the test digits in the checks table at the end).**
+# The regression network wins every task by 3–4.5 dB over the best other method (17.5 / 20.2 / 27.2 / 20.2 dB on
+# box / pixels / deblur / sr4): it is trained for each task, and PSNR rewards its point estimate, where a posterior
 # sample pays for its spread. Among the controls without a learned prior the Gaussian control beats TV on the two
-# masks (13.7 vs 12.2, 16.0 vs 13.7 dB) and TV beats it on deblurring (22.6 vs 20.2) and super-resolution (15.0 vs
-# 14.1). The paper's **PC-MALA** sampler on the energy beats the Gaussian control on both masks (14.0 dB, +0.3 on
-# box; 17.5, +1.5 on pixels), with the best Fréchet distance on pixels (11.7) and the highest log posterior of any
-# energy sampler on both masks (177 and 195 nats below the truth's, the Gaussian control's samples 508 and 651).
-# **Tuning moved DPS most**: with ζ = 0.4 (the top of its grid on every task, so a wider grid may do better; the
-# untuned run used 0.05) it went from the worst sampler to 13.8 / 17.1 / 22.9 / 16.2 dB, and on deblurring and
-# super-resolution it is the best sampler and the only one that beats TV on deblurring (+0.25 dB); on the masks it
-# stays behind PC-MALA (box +0.15 dB over the control, within this table's noise). Its samples are under-dispersed
-# (the truth inside the two samples' range 12 % of the pixels on box against the nominal 33 %). The annealed ULA
-# sampler (blur and SR) beats the Gaussian control (21.3 dB, +1.2; 14.2, +0.2) but not TV. DAPS loses to the
-# Gaussian control on both masks (−1.1, −2.0 dB) and beats it on deblurring and SR (+1.0, +0.35), below TV on both.
-# **RED-Diff fails on deblurring (3.6 dB at every learning rate), and the cause is its initialisation, not its
-# tuning**: μ starts at the exact pseudo-inverse A⁺y, and the circular blur's smallest singular value is 2·10⁻⁴,
-# so A⁺y amplifies the measurement noise to a mean squared error of ≈ 700; 100 Adam steps of size ≤ 0.1 per pixel
-# cannot walk back from there. Measured after this run on 8 validation digits: started from the truncated
-# pseudo-inverse (r = 0.1) instead, RED-Diff reaches an MSE of 0.0085 (≈ 20.7 dB) against 0.43 from A⁺y. The
-# notebook still runs the paper's A⁺y start (the table is this code's result); a re-run with the truncated start is
-# the next change. Elsewhere RED-Diff ties the control on box (+0.04 dB), loses on pixels (−1.9) and beats both
-# controls on SR (15.4 dB, +1.3 / +0.4); its samples barely vary (pixel spread 0.015–0.06), as section 1 found with
-# the exact score. The KS sampler with notebook 03's UNet beats the Gaussian control on SR only (15.7 dB, +1.6)
-# and loses on both masks (−1.5, −0.6). So the issue's bar, every learned-model method above the Gaussian control on
-# PSNR, is **not met**: PC-MALA, DPS, annealed ULA and the regression network clear it on every task they run; 6 of
-# the 19 sampler–task pairs (DAPS and KS on both masks, RED-Diff on pixels and deblurring) fall below it. One
-# energy seed, and no intervals are computed for this table: differences of a few tenths of a dB are not read as
-# findings.
+# masks (13.7 vs 12.2, 16.0 vs 13.7 dB) and TV beats it on deblurring (22.6 vs 20.2) and super-resolution (15.0
+# vs 14.1). **DPS is the best sampler on every task** once its grid reaches past ζ = 0.4 (chosen: ζ = 1 on box,
+# pixels and SR, 0.4 on deblurring; ζ = 2.5 diverged on every task): 14.6 / 18.3 / 22.9 / 16.8 dB, above the
+# Gaussian control by 0.9 / 2.3 / 2.7 / 2.8 dB and above TV everywhere (deblurring by 0.25 dB [0.15, 0.35]). Its
+# samples are under-dispersed: the truth falls inside the two samples' range on 13 % of the box pixels and 24 % of
+# the deblurring pixels, against the nominal 33 %. The paper's **PC-MALA** sampler on the energy beats the Gaussian
+# control on both masks (14.4 dB, +0.69 [0.46, 0.91]; 17.8 dB, +1.73 [1.57, 1.90]) and TV by 2–4 dB, but stays
+# 0.2–0.6 dB below DPS in PSNR, so the paper's claim that its sampler beats DPS on the same backbone is **not
+# reproduced in PSNR here**; it does better on the other axes: the best Fréchet distance on both masks (29.8 / 11.9
+# against DPS's 34.8 / 17.6), a spread that covers the truth at about the nominal rate (41 / 44 % of pixels inside
+# the range), and the highest log posterior of the energy samplers (164 and 190 nats below the truth's; DPS 3,211
+# and 727). Its corrector's snr went to 0.4, the top of its grid, on both masks (validation MSE still falling
+# slowly), as the annealed ULA sampler's step did (1.8): both might gain a little from larger steps.
+# **RED-Diff, now started at the tuned truncated pseudo-inverse, recovers on deblurring**: 22.3 dB against 3.6 dB
+# from the exact A⁺y (+2.1 [2.0, 2.2] over the Gaussian control, 0.36 dB below TV); on the other tasks the start is
+# A⁺y as before and so are its results: a tie with the control on box (+0.04 [−0.17, 0.24]), below it on pixels
+# (−1.75), above both controls on SR (15.4 dB). Annealed ULA beats the Gaussian control on deblurring and SR (22.0,
+# +1.8; 14.9, +0.8) and loses to TV on deblurring (−0.7). DAPS loses to the Gaussian control on both masks (−1.0,
+# −2.0) and beats it on deblurring and SR (+1.0, +0.6), below TV on both. The KS sampler with notebook 03's UNet
+# loses to the control on both masks (−1.5, −0.6) and beats both controls on SR (15.7 dB); under the energy its
+# samples score *above* the true digits (+38 to +45 nats), smoother than digits are. So the issue's bar, every
+# learned-model method above the Gaussian control on PSNR, is **not met**: 13 of the 19 sampler–task pairs beat it
+# with intervals that exclude 0 (DPS, PC-MALA and annealed ULA on every task they run), RED-Diff on box ties, and
+# five fall below (DAPS and KS on both masks, RED-Diff on pixels). One energy seed: the intervals cover digits and
+# sampling noise, not the training of the energy.
 
 # %%
 n_cols = 1 + max(len(v) for v in METHODS.values())     # the truth, then every method (Aᵀy is the masks' pseudo-inverse)
@@ -802,26 +823,33 @@ pd.DataFrame(lp_mn).pivot(index="samples", columns="task", values="mean_log_post
 # The issue's bar: every learned-model method beats the Gaussian control on PSNR (and, added here, the tuned TV
 # control). Notebook 08's MNIST energies have not converged: as denoisers they beat the Gaussian control on
 # average over its grid but not at every Σ. Until they are final (the checkpoint says `converged=True`) these claims
-# are recorded, not asserted, as in notebook 08.
+# are recorded, not asserted, as in notebook 08. Each gain comes with a paired 95 % t-interval over the test digits
+# (per-digit PSNR, mean over its samples, minus the control's on the same measurement): it measures the spread over
+# digits and sampling noise for this one energy, not over training seeds of the energy.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 MNIST_FINAL = bool(mn_meta["converged"])
-beats = {"Gaussian control": {}, "TV": {}}
+gain_rows = []
 for task in MN_TASKS:
-    sub = mnist_table[mnist_table.task == task].set_index("method")
-    for control, gains in beats.items():
-        for m in sub.index:
-            learned = m not in ("pseudo-inverse", "TV", "Gaussian control")
-            if learned and "psnr" in sub.columns and np.isfinite(sub.loc[m, "psnr"]):
-                gains[f"{task}/{m}"] = float(sub.loc[m, "psnr"] - sub.loc[control, "psnr"])
-report.value("mnist_psnr_gain_over_gaussian_control", beats["Gaussian control"])
-report.value("mnist_psnr_gain_over_tv", beats["TV"])
+    for m in METHODS[task]:
+        if m in ("pseudo-inverse", "TV", "Gaussian control") or (task, m) not in mn_psnr:
+            continue
+        for control in ("Gaussian control", "TV"):
+            iv = stats.seed_interval((mn_psnr[(task, m)] - mn_psnr[(task, control)]).numpy())
+            gain_rows.append({"task": task, "method": m, "control": control, "psnr_gain": iv.mean,
+                              "ci_low": iv.low, "ci_high": iv.high,
+                              "verdict": "method better" if iv.low > 0 else "control better" if iv.high < 0
+                              else "no measurable difference"})
+gains = pd.DataFrame(gain_rows)
+report.table("mnist_psnr_gains", gains, show=False)
 report.value("mnist_claims_asserted", MNIST_FINAL)
-for control, gains in beats.items():
-    for k, v in gains.items():
-        report.check_or_record(MNIST_FINAL, f"MNIST {k} beats the {control} on PSNR", v, 0.0, ">",
-                               key="mnist_claims_for_the_retrained_models")
+for r in gain_rows:
+    report.check_or_record(MNIST_FINAL, f"MNIST {r['task']}/{r['method']} beats the {r['control']} on PSNR",
+                           r["psnr_gain"], 0.0, ">", key="mnist_claims_for_the_retrained_models")
+gains.pivot_table(index=["task", "method"], columns="control", values=["psnr_gain", "ci_low", "ci_high"]).round(2)
+
+# %%
 report.check("every MNIST sampler returned finite samples of the right shape",
              sum(bool(torch.isfinite(s).all()) and s.shape == (n_dig, n_s, *SHAPE) for s in mn_samples.values()),
              sum(len(v) for v in METHODS.values()), ">=")

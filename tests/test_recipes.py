@@ -129,6 +129,9 @@ def test_training_budget_adds_the_start_of_a_fine_tuned_model():
     assert tuned["chain"] == start["chain"] + ["08_mnist_energy_gres512btft_dual"]
     assert tuned["steps"] == start["steps"] + own["steps"]
     assert tuned["wall_time_s"] == pytest.approx(start["wall_time_s"] + own["wall_time_s"])
+    row = recipes.budget_row("08_mnist_energy_gres512btft_dual")
+    assert row["fine-tuned from"] == "08_mnist_energy_gres512bt_single" and row["steps in all"] == tuned["steps"]
+    assert row["hours in all"] == round(tuned["wall_time_s"] / 3600, 2) and row["converged"] == own["converged"]
 
 
 def test_validation_curve_of_a_fine_tuned_model_continues_its_start():
