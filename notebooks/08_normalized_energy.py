@@ -859,6 +859,20 @@ other_lambdas = [lam for lam, name in recipes.MNIST_FINETUNED_DUAL_RECIPES.items
 # the same pair's fine-tuning at its other training seeds (seed 0 is the pair above)
 by_seed = {(arm, seed): load_energy_model(names[arm], "full", device)[0]
            for seed, names in recipes.MNIST_ENERGY_SEED_RECIPES.items() if seed != 0 for arm in ("dual", "single")}
+earlier_models = {"plain UNet dual": plain_dual, "rank-256 dual (λ = 28)": rank256["dual"],
+                  "rank-256 single": rank256["single"],
+                  "rank-512 dual (λ = 4), unbounded, base on fit digits": rank512["dual"],
+                  "rank-512 single, unbounded, base on fit digits": rank512["single"],
+                  "rank-512 dual (λ = 4), bounded, control's digits, joint training": joint["dual"],
+                  "rank-512 single, bounded, control's digits (the fine-tunings' start)": joint["single"],
+                  **{f"rank-512 dual (λ = {lam:g}), bounded, control's digits, fine-tuned": by_lambda[lam]
+                     for lam in other_lambdas}}
+seed_models = {f"{arm} seed {seed}": m for (arm, seed), m in by_seed.items()}
+
+
+def mse_over_control(models, X, y, cov, control_mse, suffix=""):
+    """{label + suffix: MSE of energy ``models[label]``'s denoiser D = y − Σ∇U on (X, y, Σ) / control_mse}."""
+    return {label + suffix: (denoise(m, y, cov) - X).pow(2).mean().item() / control_mse for label, m in models.items()}
 
 
 def mse_cov(kind, v, n):
@@ -897,17 +911,8 @@ for kind in ("box 14×14", "half mask", "blur"):
             _, lo, hi = ratio_of_means_ci(per_digit[arm], per_digit["Gaussian control"], generator=g_boot)
             mse_rows[-1].update({f"{arm} / Gaussian, 95% low": lo, f"{arm} / Gaussian, 95% high": hi})
         control = mse_rows[-1]["Gaussian control"]
-        earlier_rows.append({"Σ": kind, "σ²": float(v), **{
-            f"{label} / Gaussian": (denoise(m, y, cov) - X_te).pow(2).mean().item() / control for label, m in (
-                ("plain UNet dual", plain_dual), ("rank-256 dual (λ = 28)", rank256["dual"]),
-                ("rank-256 single", rank256["single"]), ("rank-512 dual (λ = 4), unbounded, base on fit digits", rank512["dual"]),
-                ("rank-512 single, unbounded, base on fit digits", rank512["single"]),
-                ("rank-512 dual (λ = 4), bounded, control's digits, joint training", joint["dual"]),
-                ("rank-512 single, bounded, control's digits (the fine-tunings' start)", joint["single"]),
-                *((f"rank-512 dual (λ = {lam:g}), bounded, control's digits, fine-tuned", by_lambda[lam])
-                  for lam in other_lambdas))}})
-        seed_rows.append({"Σ": kind, "σ²": float(v), **{f"{arm} seed {seed}": (denoise(m, y, cov) - X_te).pow(2).mean().item()
-                                                       / control for (arm, seed), m in by_seed.items()}})
+        earlier_rows.append({"Σ": kind, "σ²": float(v), **mse_over_control(earlier_models, X_te, y, cov, control, " / Gaussian")})
+        seed_rows.append({"Σ": kind, "σ²": float(v), **mse_over_control(seed_models, X_te, y, cov, control)})
 mse_tab = pd.DataFrame(mse_rows)
 mse_tab["dual / Gaussian"] = mse_tab["dual"] / mse_tab["Gaussian control"]
 mse_tab["single / Gaussian"] = mse_tab["single"] / mse_tab["Gaussian control"]
@@ -1036,10 +1041,10 @@ for kind in ("box 14×14", "half mask", "blur"):
         one = mse_cov(kind, v, 1)
         cov = one.expand_batch(X_val.shape[0]).to(torch.float32, device)
         y = X_val + cov.sample(1, g_lam).to(device)
-        mse = {lam: (denoise(m, y, cov) - X_val).pow(2).mean().item() for lam, m in by_lambda.items()}
+        mse = mse_over_control({f"λ = {lam:g}": m for lam, m in by_lambda.items()}, X_val, y, cov, 1.0)
         for control, p in (("Gaussian control", prior), ("Gaussian, fit digits only", prior_fit)):
             c = (p.denoise(y.cpu(), one.dense(1)[0]).to(device) - X_val).pow(2).mean().item()
-            lam_rows.append({"control": control, "Σ": kind, "σ²": float(v), **{f"λ = {lam:g}": e / c for lam, e in mse.items()}})
+            lam_rows.append({"control": control, "Σ": kind, "σ²": float(v), **{k: e / c for k, e in mse.items()}})
 lam_tab = pd.DataFrame(lam_rows)
 lam_summary = pd.DataFrame([{"control": control, "λ": lam, "wins": int((sub[f"λ = {lam:g}"] < 1).sum()),
                              "geomean": float(np.exp(np.log(sub[f"λ = {lam:g}"]).mean())),
