@@ -36,6 +36,12 @@ def results_dir(profile: str) -> Path:
     return output_root(profile) / "results"
 
 
+def runs_dir(profile: str) -> Path:
+    """Where long, resumable experiment runs keep their per-chunk results: ``data/runs/`` (committed) for the
+    ``full`` profile, ``<output root>/runs/`` for any other."""
+    return DATA_DIR / "runs" if profile == "full" else output_root(profile) / "runs"
+
+
 def scratch_dir(profile: str, name: str) -> Path:
     """An ignored folder for a run's intermediate files (resumable training checkpoints, caches)."""
     path = BUILD_DIR / "scratch" / profile / name

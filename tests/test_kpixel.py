@@ -1,0 +1,105 @@
+"""The k-pixel runner: masks, resumable chunked stores, summaries and the NFE-to-equal-error interpolation."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from energy_utils import kpixel
+
+
+def test_mask_reveals_exactly_k_pixels_and_is_seeded():
+    m = kpixel.kpixel_mask(100, seed=0)
+    assert m.shape == (1, 28, 28) and int(m.sum()) == 100
+    assert torch.equal(m, kpixel.kpixel_mask(100, seed=0))
+    assert not torch.equal(m, kpixel.kpixel_mask(100, seed=1))
+    with pytest.raises(ValueError, match="revealed pixels"):
+        kpixel.kpixel_mask(0)
+
+
+def test_run_chunk_rejects_unknown_k_and_methods():
+    x, labels = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
+    st = kpixel.KPixelSettings(n_levels=3, chunk=2)
+    with pytest.raises(ValueError, match="unknown k"):
+        kpixel.run_chunk({}, None, None, x, labels, 77, 0, st)
+    with pytest.raises(ValueError, match="unknown k-pixel methods"):
+        kpixel.run_chunk({}, None, None, x, labels, 50, 0, st, methods=["magic"])
+
+
+def _fake_chunk(calls):
+    def run_chunk(energies, gauss, classifier, x, labels, k, index, settings, disable=None):
+        calls.append((k, index))
+        return [{"k": k, "chunk": index, "digit": index * settings.chunk + i, "method": m, "label": 0,
+                 "pred": (index + i + (m == "geometric PC (dual)")) % 2, "psnr": 10.0, "nfe": 5.0, "converged": True,
+                 "wall_s": 0.1} for i in range(x.shape[0]) for m in ("geometric PC (dual)", "energy-guided (dual)")]
+    return run_chunk
+
+
+def test_run_resumes_from_the_store_and_ignores_other_settings(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(kpixel, "run_chunk", _fake_chunk(calls))
+    net = torch.nn.Linear(1, 1)
+    st = kpixel.KPixelSettings(n_levels=3, chunk=2)
+    store = tmp_path / "store.jsonl"
+    args = dict(energies={"dual": net}, models={"dual": "a"}, gauss=None, classifier=None,
+                images=torch.zeros(8, 1, 28, 28), labels=torch.zeros(8, dtype=torch.long), settings=st, ks=(50, 100),
+                log=lambda *a: None)
+    rows = kpixel.run(store, n_digits=3, **args)
+    assert calls == [(50, 0), (100, 0), (50, 1), (100, 1)]
+    assert sorted(rows["digit"].unique()) == [0, 1, 2]          # the second chunk holds digits 2 and 3; 3 is cut
+    calls.clear()
+    again = kpixel.run(store, n_digits=4, **args)
+    assert calls == [] and len(again) == 2 * 2 * 4
+    calls.clear()
+    kpixel.run(store, n_digits=2, **{**args, "settings": kpixel.KPixelSettings(n_levels=4, chunk=2)})
+    assert calls == [(50, 0), (100, 0)]                         # other settings: their own chunks
+    assert len(kpixel.read_store(store, st, {"dual": "a"})) == 16
+    assert kpixel.read_store(store, st, {"dual": "b"}).empty    # other models: none
+    calls.clear()
+    kpixel.run(store, n_digits=8, max_time_s=-1.0, **args)
+    assert calls == []                                          # no chunk starts once the budget is spent
+    store.write_text(store.read_text() + "{not json\n")
+    with pytest.raises(ValueError, match="not a JSON line"):
+        kpixel.read_store(store)
+
+
+def test_summary_and_paired_difference():
+    rows = pd.DataFrame([{"k": 50, "digit": i, "method": m, "label": 1, "pred": p, "psnr": 1.0, "nfe": n,
+                          "wall_s": 0.1}
+                         for i in range(10)
+                         for m, p, n in (("geometric PC (dual)", int(i < 6), 10), ("energy-guided (dual)", int(i < 8), 10))])
+    s = kpixel.summarize(rows).set_index("method")
+    assert s.loc["geometric PC (dual)", "error %"] == pytest.approx(40.0)
+    assert s.loc["energy-guided (dual)", "error %"] == pytest.approx(20.0)
+    assert s.loc["energy-guided (dual)", "− geometric PC (dual) (pp)"] == pytest.approx(-20.0)
+    assert 0.0 <= s.loc["energy-guided (dual)", "error 95% low"] <= 20.0
+    with pytest.raises(ValueError, match="no k-pixel rows"):
+        kpixel.summarize(pd.DataFrame())
+
+
+def test_nfe_to_match_interpolates_in_log_nfe():
+    summary = pd.DataFrame([
+        {"k": 50, "method": "geometric PC (dual)", "error %": 40.0, "nfe": 100.0},
+        {"k": 50, "method": "geometric PC ×3 (dual)", "error %": 20.0, "nfe": 300.0},
+        {"k": 50, "method": "geometric PC ×10 (dual)", "error %": 10.0, "nfe": 1000.0},
+        {"k": 50, "method": "energy-guided (dual)", "error %": 30.0, "nfe": 100.0},
+        {"k": 100, "method": "geometric PC (dual)", "error %": 40.0, "nfe": 100.0},
+        {"k": 100, "method": "energy-guided (dual)", "error %": 5.0, "nfe": 100.0}])
+    m = kpixel.nfe_to_match(summary).set_index("k")
+    assert m.loc[50, "geometric NFE at equal error"] == pytest.approx(300 ** 0.5 * 100 ** 0.5)   # halfway in log
+    assert m.loc[50, "reached"] and not m.loc[100, "reached"]
+
+
+def test_committed_store_holds_whole_chunks_of_every_method():
+    from energy_utils.paths import runs_dir
+    store = runs_dir("full") / kpixel.STORE_NAME
+    if not store.exists():
+        pytest.skip("no committed k-pixel store yet")
+    for line in store.read_text().splitlines():
+        rec = json.loads(line)
+        head, rows = rec["chunk_header"], rec["rows"]
+        settings = kpixel.KPixelSettings(**head["settings"])
+        digits = {r["digit"] for r in rows}
+        assert digits == set(range(head["chunk"] * settings.chunk, (head["chunk"] + 1) * settings.chunk))
+        assert {r["method"] for r in rows} == set(kpixel.METHODS) and len(rows) == len(digits) * len(kpixel.METHODS)
+        assert all(r["k"] == head["k"] for r in rows)
