@@ -37,6 +37,7 @@ import torch
 
 from . import metrics
 from . import posterior_samplers as ps
+from .controls import GaussianPrior
 from .densities import GaussianMixture
 from .stats import seed_interval
 
@@ -309,10 +310,10 @@ def store_run(store: Path, n_digits: int, device, max_time_s=None, settings: KPi
 
 
 def gaussian_control(images: torch.Tensor) -> GaussianMixture:
-    """N(mean, sample covariance + 10⁻⁴ I) of the digits ``images`` (N, 1, 28, 28), as a one-component mixture."""
-    xf = images.double().flatten(1)
-    cov = torch.cov(xf.T) + 1e-4 * torch.eye(xf.shape[1], dtype=torch.float64)
-    return GaussianMixture([1.0], xf.mean(0)[None], cov[None])
+    """N(mean, sample covariance + 10⁻⁴ I) of the digits ``images`` (N, 1, 28, 28)
+    (:meth:`energy_utils.controls.GaussianPrior.fit`), as a one-component mixture."""
+    prior = GaussianPrior.fit(images, ridge=1e-4)
+    return GaussianMixture([1.0], prior.mean[None], prior.cov[None])
 
 
 if __name__ == "__main__":
