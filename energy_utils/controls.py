@@ -22,6 +22,8 @@ covariance C already does. For that prior everything is exact and linear:
 * **no learned prior at all**, for b = A x + n with A dense: the truncated pseudo-inverse A⁺_r b (singular values
   below r·s_max dropped: the exact Moore–Penrose inverse for r → 0, a regularised one otherwise) and total-variation
   regularisation, argmin_x ½‖Ax − b‖² + λ TV(x) (:func:`pseudo_inverse_solution`, :func:`tv_solution`).
+* **stationary Gaussian** (:class:`StationaryGaussian`): the Wiener filter μ + F⁻¹[P/(P + σ²) F(y − μ)] with the
+  training images' power spectrum P, the denoising control for whole images, where a dense C is too large.
 
 All algebra is in float64 on dense d × d matrices (d = 784 for MNIST: fine on a CPU). ``GaussianPrior.fit``
 estimates μ and C from training examples, with a small ridge so that C is positive definite.
@@ -184,6 +186,51 @@ class GaussianPrior:
         S = A @ CA + noise_var * torch.eye(A.shape[0], dtype=torch.float64)
         out = self.mean + torch.linalg.solve(S, (B - self.mean @ A.T).T).T @ CA.T
         return out.reshape(b.shape[0], *self.shape).to(device=b.device, dtype=b.dtype)
+
+
+class StationaryGaussian:
+    """A stationary (translation-invariant, periodic) Gaussian prior on images: the **Wiener filter** control of
+    image denoising at any size the spectrum was fitted at.
+
+    Each channel c has a constant mean μ_c and a circulant covariance, diagonal in the orthonormal 2-D DFT F with
+    power spectrum P_c(ω) = E|F(x_c − μ_c)(ω)|² (fitted as the average over examples). For y = x + σz the exact
+    posterior mean under this prior is
+
+        E[x | y] = μ + F⁻¹[ P / (P + σ²) · F(y − μ) ],
+
+    the best linear shift-invariant denoiser for images with this mean and spectrum (channels treated apart).
+    Unlike :class:`GaussianPrior` it needs no d × d matrix, so it scales to whole test images (d = 128² here).
+    """
+
+    def __init__(self, mean: torch.Tensor, spectrum: torch.Tensor):
+        mean, spectrum = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(spectrum, dtype=torch.float64)
+        if spectrum.ndim != 3 or mean.shape != (spectrum.shape[0],):
+            raise ValueError(f"need a spectrum (C, H, W) and a mean (C,); got {tuple(spectrum.shape)} and {tuple(mean.shape)}")
+        if not torch.all(spectrum > 0):
+            raise ValueError("the power spectrum must be positive everywhere (fit adds a ridge)")
+        self.mean, self.spectrum = mean, spectrum
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, ridge: float = 1e-6) -> "StationaryGaussian":
+        """μ_c: the mean of every pixel of channel c; P_c(ω): the mean of |F(x_c − μ_c)|² over the examples
+        ``x`` (n, C, H, W) (+ ``ridge``)."""
+        if x.ndim != 4 or x.shape[0] < 2:
+            raise ValueError(f"need at least two images (n, C, H, W); got {tuple(x.shape)}")
+        X = x.detach().cpu().double()
+        mu = X.mean(dim=(0, 2, 3))
+        P = torch.fft.fft2(X - mu[:, None, None], norm="ortho").abs().pow(2).mean(0)
+        return cls(mu, P + ridge)
+
+    def denoise(self, y: torch.Tensor, noise_var: float) -> torch.Tensor:
+        """E[x | y] for y = x + σz, z white, σ² = ``noise_var`` (the Wiener filter)."""
+        if y.ndim != 4 or tuple(y.shape[1:]) != tuple(self.spectrum.shape):
+            raise ValueError(f"images must be (B, {', '.join(map(str, self.spectrum.shape))}) like the fitted spectrum; "
+                             f"got {tuple(y.shape)} (fit the spectrum at this size)")
+        if noise_var < 0:
+            raise ValueError(f"noise_var must be >= 0, got {noise_var}")
+        mu, P = self.mean.to(y.device)[:, None, None], self.spectrum.to(y.device)
+        Y = torch.fft.fft2(y.double() - mu, norm="ortho")
+        return (mu + torch.fft.ifft2(P / (P + noise_var) * Y, norm="ortho").real).to(y.dtype)
 
 
 def linear_matrix(forward, shape: tuple[int, ...]) -> torch.Tensor:

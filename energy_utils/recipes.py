@@ -78,6 +78,37 @@ def _mnist_unet_train(model, scratch, max_time_s, smoke=False):
         max_time_s=max_time_s)
 
 
+# ------------------------------------------------------------------------------------ natural-image denoiser
+NATURAL_SIGMA_RANGE = (0.0, 100 / 255)   # the training range of KS2021's released grey BF-CNN
+NATURAL_UNET = dict(widths=(32, 64, 128), blocks=2)
+NATURAL_UNET_TRAIN = dict(batch=32, lr=1e-3, max_steps=200_000, validate_every=500, patch=40, stride=10,
+                          scales=(1.0, 0.9, 0.8, 0.7), val_crop=128,
+                          plateau=dict(patience=4, factor=0.5, max_reductions=3, rel_tol=0.005, warmup=200))
+
+
+def _natural_sources() -> dict:
+    t = NATURAL_UNET_TRAIN
+    return {"train": data.load_image_set("BSD400").source + f"; {t['patch']}² patches, stride {t['stride']}, "
+                                                             f"scales {t['scales']}",
+            "validation": data.load_image_set("Set12").source + f"; grey centre crops {t['val_crop']}²"}
+
+
+def _natural_unet_train(model, scratch, max_time_s, smoke=False):
+    """BSD400 patches as Mohan et al. cut them (stride 10 at four scales; 40² as KS2021's patches), random flips
+    and rotations, σ ~ U[0, 100/255]; validated on centre crops of Set12 (the learning-rate schedule and the stop
+    watch it; notebook 03's denoising table is measured on Set68)."""
+    t = NATURAL_UNET_TRAIN
+    train = data.load_image_set("BSD400", limit=4 if smoke else None)
+    val = data.load_image_set("Set12", limit=2 if smoke else None)
+    patches = data.extract_patches(train.images, t["patch"], t["stride"], t["scales"])
+    val_images = torch.stack([data.center_crop(im, 32 if smoke else t["val_crop"]) for im in val.images])
+    steps, batch, every = (SMOKE_STEPS, 8, 8) if smoke else (t["max_steps"], t["batch"], t["validate_every"])
+    return denoisers.train_blind_denoiser(
+        model, patches, NATURAL_SIGMA_RANGE, steps, batch, t["lr"], seed=0, augment=True, scratch=scratch,
+        desc="natural unet", checkpoint_every=every, val_data=val_images, validate_every=every,
+        plateau=t["plateau"], max_time_s=max_time_s)
+
+
 # ------------------------------------------------------------------------------------------- MNIST energies
 MNIST_ENERGY = dict(channels=1, widths=(16, 32, 48), emb=32)     # notebook 08's ImageEnergy (MN_KW)
 MNIST_COV_FAMILY = CovFamily(var_min=1e-4, var_max=1e3)          # notebook 08's training Σ (MN_FAM)
@@ -249,6 +280,13 @@ RECIPES: dict[str, Recipe] = {
         lambda: networks.DenoiserUNet(1, **MNIST_UNET),
         _mnist_unet_train,
         _mnist_sources),
+    "03_bf_unet_natural": Recipe(
+        "03_bf_unet_natural",
+        "bias-free UNet (widths 32/64/128, 2 blocks per level) blind grey natural-image denoiser, σ ∈ [0, 100/255], "
+        "BSD400 40² patches, batch 32, Adam 1e-3 halved on plateaus of the Set12 validation loss until flat",
+        lambda: networks.DenoiserUNet(1, **NATURAL_UNET),
+        _natural_unet_train,
+        _natural_sources),
     "08_mnist_energy_dual": _mnist_energy_recipe(dual=True),
     "08_mnist_energy_single": _mnist_energy_recipe(dual=False),
     "08_mnist_energy_gres_dual": _mnist_energy_recipe(dual=True, residual=True),

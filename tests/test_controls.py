@@ -210,3 +210,29 @@ def test_tv_solution_minimises_its_objective_and_beats_the_inverse_on_a_blocky_i
     assert err(x0) < 1e-8
     with pytest.raises(ValueError, match="weight"):
         controls.tv_solution(A, b, shape, -1.0)
+
+
+def test_stationary_gaussian_is_the_dense_posterior_mean_of_its_circulant_prior():
+    """The Wiener filter equals GaussianPrior.denoise with the circulant covariance of the fitted spectrum, and
+    fitting on many samples of a known stationary Gaussian recovers its spectrum."""
+    g = torch.Generator().manual_seed(0)
+    H = W = 6
+    F = lambda v: torch.fft.fft2(v, norm="ortho")
+    freq = torch.fft.fftfreq(H).abs()[:, None] + torch.fft.fftfreq(W).abs()[None]
+    P = (1.0 / (0.05 + freq) ** 2)[None].double()                     # symmetric in ω, so samples are real
+    z = torch.randn(20000, 1, H, W, generator=g, dtype=torch.float64)
+    x = 0.3 + torch.fft.ifft2(P.sqrt() * F(z), norm="ortho").real
+    prior = controls.StationaryGaussian.fit(x, ridge=0.0)
+    assert abs(prior.mean.item() - 0.3) < 0.05
+    assert ((prior.spectrum - P).abs() / P).max() < 0.1
+    # dense circulant covariance of the fitted spectrum: C = F⁻¹ diag(P) F, column by column
+    eye = torch.eye(H * W, dtype=torch.float64).reshape(H * W, 1, H, W)
+    C = torch.fft.ifft2(prior.spectrum * F(eye), norm="ortho").real.reshape(H * W, H * W)
+    dense = controls.GaussianPrior(prior.mean.expand(H * W), C, (1, H, W))
+    y = x[:5] + 0.5 * torch.randn(5, 1, H, W, generator=g, dtype=torch.float64)
+    assert torch.allclose(prior.denoise(y, 0.25), dense.denoise(y, 0.25), atol=1e-8)
+    assert torch.allclose(prior.denoise(y, 0.0), y, atol=1e-10)
+    with pytest.raises(ValueError, match="fit the spectrum at this size"):
+        prior.denoise(torch.zeros(1, 1, 4, 4), 0.1)
+    with pytest.raises(ValueError, match="at least two images"):
+        controls.StationaryGaussian.fit(torch.zeros(1, 1, 4, 4))

@@ -26,6 +26,20 @@ def test_recipe_sitting_saves_a_checkpoint_and_a_second_sitting_resumes(monkeypa
         recipes.get("no_such_recipe")
 
 
+def test_natural_unet_recipe_trains_on_bsd400_patches_validates_on_set12_and_stays_bias_free():
+    torch.set_num_threads(1)
+    scratch = recipes.paths.scratch_dir("smoke", "03_bf_unet_natural")
+    for f in scratch.glob("*"):
+        f.unlink()
+    model, meta = recipes.train("03_bf_unet_natural", "smoke", "cpu")
+    assert isinstance(model, networks.DenoiserUNet) and meta["steps"] == recipes.SMOKE_STEPS
+    assert "BSD400" in meta["data"]["train"] and "Set12" in meta["data"]["validation"]
+    assert len(meta["val"]) >= 2 and all(k.startswith("val_") or k in ("step", "wall_time_s") for k in meta["val"][-1])
+    y = torch.rand(2, 1, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(model(3 * y), 3 * model(y), rtol=1e-4, atol=1e-5)
+
+
 def test_energy_recipe_sitting_saves_a_loadable_energy_and_a_second_sitting_resumes():
     torch.set_num_threads(1)
     name = "08_mnist_energy_dual"
