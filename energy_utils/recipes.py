@@ -279,14 +279,16 @@ RECIPES: dict[str, Recipe] = {
         "Adam 1e-3 halved on validation plateaus until flat",
         lambda: networks.DenoiserUNet(1, **MNIST_UNET),
         _mnist_unet_train,
-        _mnist_sources),
+        _mnist_sources,
+        lambda model: {"spec": model.spec, "batch": MNIST_UNET_TRAIN["batch"]}),
     "03_bf_unet_natural": Recipe(
         "03_bf_unet_natural",
         "bias-free UNet (widths 32/64/128, 2 blocks per level) blind grey natural-image denoiser, σ ∈ [0, 100/255], "
         "BSD400 40² patches, batch 32, Adam 1e-3 halved on plateaus of the Set12 validation loss until flat",
         lambda: networks.DenoiserUNet(1, **NATURAL_UNET),
         _natural_unet_train,
-        _natural_sources),
+        _natural_sources,
+        lambda model: {"spec": model.spec, "batch": NATURAL_UNET_TRAIN["batch"]}),
     "08_mnist_energy_dual": _mnist_energy_recipe(dual=True),
     "08_mnist_energy_single": _mnist_energy_recipe(dual=False),
     "08_mnist_energy_gres_dual": _mnist_energy_recipe(dual=True, residual=True),

@@ -140,6 +140,25 @@ def test_extract_patches_shapes():
     assert p.shape[0] == 5 * 6 + 2 * 2
 
 
+def test_crops_at_each_position_and_of_named_sets(monkeypatch):
+    img = np.arange(5 * 7, dtype=np.float32).reshape(5, 7)
+    assert torch.equal(data.crop(img, 3, "center")[0], torch.from_numpy(img[1:4, 2:5]))
+    assert torch.equal(data.crop(img, 3, "top-left")[0], torch.from_numpy(img[:3, :3]))
+    assert torch.equal(data.crop(img, 3, "bottom-right")[0], torch.from_numpy(img[-3:, -3:]))
+    rgb = np.random.rand(6, 6, 3).astype(np.float32)
+    assert torch.equal(data.center_crop(rgb, 4), torch.from_numpy(rgb[1:5, 1:5]).permute(2, 0, 1))
+    with pytest.raises(ValueError, match="unknown crop position"):
+        data.crop(img, 3, "middle")
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        data.crop(img, 6)
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    crops, names, sources = data.set_crops([("Set12", 2), ("Set5", 1)], 16, gray=True)
+    assert crops.shape == (3, 1, 16, 16) and names[0].startswith("Set12/") and names[2].startswith("Set5/")
+    assert set(sources) == {"Set12", "Set5"} and "grey centre crops 16²" in sources["Set5"]
+    colour, _, _ = data.set_crops([("Set5", 1)], 16, gray=False)
+    assert colour.shape == (1, 3, 16, 16)
+
+
 def test_checkpoint_roundtrip_and_missing(monkeypatch):
     model = torch.nn.Linear(3, 2)
     path = checkpoints.save_checkpoint("unit_test_linear", model.state_dict(), {"in": 3}, "smoke")

@@ -34,6 +34,7 @@ def test_natural_unet_recipe_trains_on_bsd400_patches_validates_on_set12_and_sta
     model, meta = recipes.train("03_bf_unet_natural", "smoke", "cpu")
     assert isinstance(model, networks.DenoiserUNet) and meta["steps"] == recipes.SMOKE_STEPS
     assert "BSD400" in meta["data"]["train"] and "Set12" in meta["data"]["validation"]
+    assert meta["batch"] == recipes.NATURAL_UNET_TRAIN["batch"]      # the full profile's batch, for budget_row
     assert len(meta["val"]) >= 2 and all(k.startswith("val_") or k in ("step", "wall_time_s") for k in meta["val"][-1])
     y = torch.rand(2, 1, 40, 40)
     with torch.no_grad():
