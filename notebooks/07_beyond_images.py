@@ -799,7 +799,9 @@ report.save_figure(fig, "07_pde_fields", "Burgers fields (space →, time ↑) o
 #   hybrid raises the prior's success from 0.22 to 0.77 [0.63, 0.91] (straight line 0.28), below trajectory
 #   optimisation without a prior (0.955): does not hold. This verdict sits at the edge: the previously committed run
 #   (same weights, the package of an earlier commit) gave 0.77 [0.59, 0.96] and a tie: 1–2 % of the paths
-#   change their outcome under float round-off. (The current code gives the same numbers at 1 and at 2 threads.) Started from the hybrid's samples, trajectory optimisation
+#   change their outcome under float round-off. (The current code gives the same numbers at 1 and at 2 threads; on
+#   another AMD EPYC machine, on 2026-12-03, the same code and weights gave the tie again, so `make test`'s nbval
+#   masks this one verdict: `tests/nbval_sanitize.cfg`.) Started from the hybrid's samples, trajectory optimisation
 #   reaches 0.970 [0.94, 1.00]: no measurable difference from the optimiser alone. The prior's paths are 7–20 %
 #   longer than the planner's and far rougher (median squared-second-difference ratio ≈ 100: the sampler stops
 #   at σ_L = 0.01, which is large against a 32-point path in the unit square).
