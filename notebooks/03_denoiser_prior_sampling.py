@@ -803,7 +803,7 @@ show_grid(recon_m, digits, 0, "MNIST test digit", "03_inverse_mnist",
 # over the previous CNN, ahead of TV on random pixels, super-resolution and deblurring (+0.14 to +0.33 dB) but
 # behind it on inpainting (−0.16) and compressive sensing (−0.31), and 0.2–1.7 dB behind the released BF-CNN
 # (value `natural_released_minus_ours_psnr`; largest on inpainting and compressive sensing). Its chains stop at
-# σ_L = 0.03 (its clean-image floor, 0.010, is still above 0.01) and need 10–20 % fewer evaluations than the
+# σ_L = 0.03 (its clean-image floor, 0.010, is still above 0.01) and need 9–12 % fewer evaluations than the
 # released network's at σ_L = 0.01.
 #
 # **The average of k samples is not the posterior mean.** For independent posterior samples, the average x̄_k
