@@ -224,14 +224,25 @@ def run_all(profile: str, selection: list[str] | None = None, extra: dict | None
         print(f"=== {py.stem} done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def retrain_value(text):
+    """The RETRAIN parameter from the command line: 'missing', or a comma-separated list of model names."""
+    if text == "missing":
+        return text
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("--retrain takes no value (retrain all), 'missing', or names 'a,b'")
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m energy_utils.notebooks")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="execute notebooks with papermill")
     run.add_argument("--profile", default="full", choices=["smoke", "full"])
-    run.add_argument("--retrain", nargs="?", const=True, default=False, choices=[True, "missing"],
+    run.add_argument("--retrain", nargs="?", const=True, default=False, type=retrain_value,
                      help="pass RETRAIN=True (train from scratch); '--retrain missing' trains only the models "
-                          "without a committed checkpoint (notebooks 04 and 06)")
+                          "without a committed checkpoint (notebooks 04 and 06); '--retrain a,b' passes the list "
+                          "['a', 'b'] (notebook 07: retrain only those recipes)")
     run.add_argument("notebooks", nargs="*", help="number prefixes, e.g. 01 03 (default: all)")
     sub.add_parser("check", help="check that every .py/.ipynb pair is in sync")
     args = parser.parse_args(argv)

@@ -285,7 +285,7 @@ def test_nbval_sanitizer_masks_last_digits_and_padding_but_not_verdicts():
     from pathlib import Path
     from nbval.plugin import get_sanitize_patterns
     patterns = get_sanitize_patterns((Path(__file__).parent / "nbval_sanitize.cfg").read_text())
-    assert len(patterns) == 5                           # 3 masks of 07's one borderline verdict, numbers, padding
+    assert len(patterns) == 2                           # numbers and padding; no verdict is masked
 
     def clean(text):
         for regex, replace in patterns:
@@ -296,14 +296,4 @@ def test_nbval_sanitizer_masks_last_digits_and_padding_but_not_verdicts():
     assert clean("[PASS] collision: -0.4913 < 0") != clean("[FAIL] collision: 0.0102 < 0")
     assert clean("wins 13 of 18") != clean("wins 12 of 18") and clean("holds") != clean("does not hold")
     border = "hybrid vs trajectory optimisation without a prior (success rate): "
-    assert clean(border + "does not hold") == clean(border + "no measurable difference at this budget")
-    other = "hybrid vs unrolled network (success rate): "     # any other verdict still compared
-    assert clean(other + "does not hold") != clean(other + "no measurable difference at this budget")
-    cell = "<td>obstacle avoidance: hybrid vs trajectory optim...</td>\n      <td>{}</td>"
-    assert clean(cell.format("does not hold")) == clean(cell.format("no measurable difference at this budget"))
-    assert clean(cell.replace("trajectory", "unrolled").format("does not hold")) != \
-        clean(cell.replace("trajectory", "unrolled").format("no measurable difference at this budget"))
-    rows = "    verdict\n" + "".join(f"{i}   holds\n" for i in range(5)) + "5   {}\n6   {}\n"
-    assert clean(rows.format("does not hold", "holds")) == \
-        clean(rows.format("no measurable difference at this budget", "holds"))
-    assert clean(rows.format("holds", "does not hold")) != clean(rows.format("holds", "holds"))
+    assert clean(border + "does not hold") != clean(border + "no measurable difference at this budget")
