@@ -826,7 +826,7 @@ report.save_figure(fig, "07_pde_fields", "Burgers fields (space →, time ↑) o
 # **What the full run found** (CPU, 2 threads, AMD EPYC, 7 min of evaluation from the committed weights). Every
 # network was trained until the plateau rule stopped it (validation every 100 steps; the rate halved after 4
 # checks without a 0.5 % gain, stopped at the fourth plateau): the 1-D UNets in 2.7–3.1 k steps (2 min each),
-# the GRUs in 5.1–6.8 k (5–7 min), the trajectory UNets in 4.6–4.8 k (3.5 min) and the PDE UNets in 4.0–4.6 k
+# the GRUs in 5.1–6.8 k (5–7 min), the trajectory UNets in 4.6–4.8 k (3.5 min) and the PDE UNets in 4.0–4.7 k
 # (6–7 min). (The previous run's GRU, trajectory and PDE models had stopped at a 4-min or 4,000-step cap with
 # their curves still falling; this run retrained exactly those, on 2026-12-03, with the caps raised to 10–12 min
 # and 20,000 steps, none reached.)
