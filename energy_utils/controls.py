@@ -22,6 +22,9 @@ covariance C already does. For that prior everything is exact and linear:
 * **no learned prior at all**, for b = A x + n with A dense: the truncated pseudo-inverse A⁺_r b (singular values
   below r·s_max dropped: the exact Moore–Penrose inverse for r → 0, a regularised one otherwise) and total-variation
   regularisation, argmin_x ½‖Ax − b‖² + λ TV(x) (:func:`pseudo_inverse_solution`, :func:`tv_solution`).
+* **blind Gaussian denoiser** (:meth:`GaussianPrior.blind_denoiser`): the exact posterior mean with the noise
+  level unknown, σ̂² by maximum marginal likelihood: an exact prior in the form a blind sampler needs, to test
+  the sampler apart from any learned network.
 * **stationary Gaussian** (:class:`StationaryGaussian`): the Wiener filter μ + F⁻¹[P/(P + σ²) F(y − μ)] with the
   training images' power spectrum P, the denoising control for whole images, where a dense C is too large.
 
@@ -172,6 +175,10 @@ class GaussianPrior:
         z = torch.randn(n, self.d, dtype=torch.float64, generator=generator)
         return (self.mean + z @ self.chol_prior.T).reshape(n, *self.shape)
 
+    def blind_denoiser(self, sigma_min: float = 1e-3, sigma_max: float = 10.0, n_grid: int = 400) -> "BlindGaussianDenoiser":
+        """This prior's exact denoiser for an unknown noise level (see :class:`BlindGaussianDenoiser`)."""
+        return BlindGaussianDenoiser(self, sigma_min, sigma_max, n_grid)
+
     def linear_posterior_mean(self, A: torch.Tensor, b: torch.Tensor, noise_var: float) -> torch.Tensor:
         """E[x | b] = μ + C Aᵀ (A C Aᵀ + σ_n² I)⁻¹ (b − Aμ) for b (B, ...) = A x + N(0, σ_n² I), A dense (m, d)."""
         A = torch.as_tensor(A, dtype=torch.float64).cpu()
@@ -186,6 +193,44 @@ class GaussianPrior:
         S = A @ CA + noise_var * torch.eye(A.shape[0], dtype=torch.float64)
         out = self.mean + torch.linalg.solve(S, (B - self.mean @ A.T).T).T @ CA.T
         return out.reshape(b.shape[0], *self.shape).to(device=b.device, dtype=b.dtype)
+
+
+class BlindGaussianDenoiser(torch.nn.Module):
+    """E[x | y] under a Gaussian prior N(μ, C) for y = x + σz with σ unknown (a *blind* denoiser, as the
+    samplers of :mod:`energy_utils.samplers` need), σ estimated per signal by maximum marginal likelihood.
+
+    In C's eigenbasis, C = U Λ Uᵀ and c = Uᵀ(y − μ),
+
+        log p(y | σ²) = −½ Σ_i [log(λ_i + σ²) + c_i² / (λ_i + σ²)] + const,
+
+    maximised over a log grid of σ ∈ [``sigma_min``, ``sigma_max``] (``n_grid`` points); then
+    x̂ = μ + U diag(λ / (λ + σ̂²)) c. With σ known this is :meth:`GaussianPrior.denoise`; the estimate σ̂ of the
+    last call is kept in ``last_sigma`` (B,)."""
+
+    def __init__(self, prior: GaussianPrior, sigma_min: float = 1e-3, sigma_max: float = 10.0, n_grid: int = 400):
+        super().__init__()
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        if n_grid < 2:
+            raise ValueError(f"n_grid must be >= 2, got {n_grid}")
+        self.prior = prior
+        self.lam, self.U = torch.linalg.eigh(prior.cov)
+        self.grid = torch.logspace(2 * math.log10(sigma_min), 2 * math.log10(sigma_max), n_grid, dtype=torch.float64)
+        self.last_sigma: torch.Tensor | None = None
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        c = (self.prior._check(y) - self.prior.mean) @ self.U                       # (B, d)
+        best_ll = torch.full((c.shape[0],), -math.inf, dtype=torch.float64)
+        best = torch.empty(c.shape[0], dtype=torch.float64)
+        for chunk in self.grid.split(50):                                            # bounded memory: (B, d, 50)
+            v = self.lam[None, :, None] + chunk[None, None, :]
+            ll = -0.5 * (v.log() + c[:, :, None].pow(2) / v).sum(1)                  # (B, 50)
+            val, arg = ll.max(1)
+            take = val > best_ll
+            best_ll, best = torch.where(take, val, best_ll), torch.where(take, chunk[arg], best)
+        self.last_sigma = best.sqrt()
+        out = self.prior.mean + (c * self.lam / (self.lam + best[:, None])) @ self.U.T
+        return self.prior.to_signal(out, y)
 
 
 class StationaryGaussian:

@@ -7,6 +7,8 @@ Convention: a denoiser D returns the clean estimate x̂(y); its residual f(y) = 
 * :func:`evaluate_denoiser`: PSNR/SSIM of clamp(D(y), 0, 1) over a set of noise levels (Mohan et al.'s protocol).
 * :func:`jacobian`, :func:`effective_dimension`, :func:`symmetry_error`, :func:`scale_equivariance_error`:
   the local linear analysis D(y) = A_y y of bias-free networks.
+* :func:`divergence`, :func:`tweedie_consistency`: does a denoiser's own uncertainty σ² div D (second-order
+  Tweedie) match its real error on given data? (> 1: overconfident there.)
 * :func:`save_denoiser` / :func:`load_denoiser`: checkpoints that rebuild their network from ``meta["spec"]``.
 """
 from __future__ import annotations
@@ -180,7 +182,6 @@ def symmetry_error(J: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def scale_equivariance_error(model: nn.Module | Callable, y: torch.Tensor, alphas=(0.25, 0.5, 2.0, 4.0)) -> dict:
     """max over the batch of ‖D(αy) − αD(y)‖ / ‖αD(y)‖ for each α (a module is put in eval mode; any callable
     y -> x̂ works, e.g. a denoiser conditioned on a fixed task input). Bias-free nets: float rounding."""
@@ -192,6 +193,55 @@ def scale_equivariance_error(model: nn.Module | Callable, y: torch.Tensor, alpha
         err = (model(a * y) - a * base).flatten(1).norm(dim=1) / (a * base).flatten(1).norm(dim=1).clamp_min(1e-30)
         out[float(a)] = err.max().item()
     return out
+
+
+@torch.no_grad()
+def divergence(model: nn.Module | Callable, y: torch.Tensor, step: float | torch.Tensor, probes: int = 8,
+               seed: int = 0) -> torch.Tensor:
+    """Hutchinson estimate of div D(y) = tr ∂D/∂y per example, (B,): the mean over ``probes`` Rademacher
+    vectors ε of εᵀ[D(y + δε) − D(y − δε)]/(2δ) with δ = ``step`` (a number, or one per example). Exact for a
+    linear D with a diagonal matrix; unbiased for any linear D. A module is put in eval mode."""
+    if probes < 1:
+        raise ValueError(f"probes must be >= 1, got {probes}")
+    step = torch.as_tensor(step, dtype=y.dtype, device=y.device)
+    if torch.any(step <= 0):
+        raise ValueError("the finite-difference step must be > 0")
+    step = step.reshape(-1, *[1] * (y.dim() - 1)) if step.numel() > 1 else step
+    if isinstance(model, nn.Module):
+        model.eval()
+    g = torch.Generator().manual_seed(seed)
+    total = torch.zeros(y.shape[0], dtype=torch.float64, device=y.device)
+    for _ in range(probes):
+        eps = (torch.randint(0, 2, y.shape, generator=g) * 2 - 1).to(y.device, y.dtype)
+        jv = (model(y + step * eps) - model(y - step * eps)) / (2 * step)
+        total += (eps * jv).flatten(1).sum(1).double()
+    return total / probes
+
+
+@torch.no_grad()
+def tweedie_consistency(model: nn.Module | Callable, x: torch.Tensor, sigma: float, probes: int = 8,
+                        seed: int = 0) -> dict:
+    """Compare a denoiser's real error on clean data ``x`` with the error it implies about itself.
+
+    For the MMSE denoiser of y = x + σz, Cov[x | y] = σ² ∂D/∂y (second-order Tweedie), so
+    E‖D(y) − x‖² = σ² E[div D(y)]: on data from the prior it was trained for, the ratio
+
+        ρ = Σ_b ‖D(y_b) − x_b‖² / Σ_b σ² div D(y_b)
+
+    is 1. ρ > 1 means the denoiser is *overconfident* on ``x`` (its error exceeds the posterior spread its
+    Jacobian claims; e.g. data from outside its training distribution), ρ < 1 underconfident. A sampler driven
+    by an overconfident denoiser draws too narrow posteriors. One noise draw (seeded), ``probes`` Rademacher
+    probes for the divergence (:func:`divergence`, δ = 10⁻³σ). Returns {"ratio", "mse" (B,), "sigma2_div" (B,)},
+    both per example summed over coordinates."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if isinstance(model, nn.Module):
+        model.eval()
+    g = torch.Generator().manual_seed(seed)
+    y = x + sigma * torch.randn(x.shape, generator=g).to(x.device, x.dtype)
+    mse = (model(y) - x).flatten(1).pow(2).sum(1).double()
+    s2div = sigma ** 2 * divergence(model, y, 1e-3 * sigma, probes, seed + 1)
+    return {"ratio": (mse.sum() / s2div.sum()).item(), "mse": mse, "sigma2_div": s2div}
 
 
 def save_denoiser(name: str, model: nn.Module, meta: dict, profile: str) -> Path:

@@ -79,9 +79,9 @@ seed_everything(SEED)
 device = pick_device(DEVICE)
 cfg = pick_profile({
     "smoke": dict(seeds=[0], ts_stride=8, ts_samples=4, n_demos=1000, n_traj=24, traj_samples=2, n_pde_train=300,
-                  n_pde=6, pde_samples=2, tiny_steps=8),
+                  n_pde=6, pde_samples=2, pde_select=4, tiny_steps=8),
     "full": dict(seeds=[0, 1, 2], ts_stride=2, ts_samples=12, n_demos=4000, n_traj=200, traj_samples=4, n_pde_train=3000,
-                 n_pde=40, pde_samples=2, tiny_steps=0),
+                 n_pde=40, pde_samples=2, pde_select=20, tiny_steps=0),
 }, PROFILE)
 # the training recipes of the committed weights (RETRAIN=True in the full profile reproduces them)
 TRAIN = {
@@ -95,7 +95,7 @@ TRAIN = {
                      sigma_range=(0.01, 1.0), steps=20000, batch=16, lr=1e-3, minutes=12),
 }
 PLATEAU = dict(patience=4, factor=0.5, max_reductions=3, rel_tol=0.005, warmup=100)
-SAMPLER = dict(sigma0=1.0, sigma_L=0.01, h0=0.05, beta=0.1)   # β raised from KS2021's 0.01 (≈ 660 → 75 iterations)
+SAMPLER = dict(sigma0=1.0, sigma_L=0.01, h0=0.05, beta=0.1)   # β raised from KS2021's 0.01 (idealised law at h₀ = 0.05: ≈ 520 → 75 iterations)
 report = Report("07_beyond_images", PROFILE, SEED, device,
                 parameters={"cfg": cfg, "train": TRAIN, "plateau": PLATEAU, "sampler": SAMPLER, "RETRAIN": RETRAIN})
 if isinstance(RETRAIN, (list, tuple)) and not set(RETRAIN) <= set(TRAIN):
@@ -367,9 +367,11 @@ for name, w in ts_test.items():
         gm, gsd = gaussian_posterior(w, masks)
         ts_rows.append(score_rows(task, name, "Gaussian prior (control)", gm, w, masks, gm, gsd))
         for s, (den, _) in zip(SEEDS, ts_models[TS_ARCH]):
-            smp = prior_posterior_samples(den, w, masks, cfg["ts_samples"], seed=s)
+            nfe = []
+            smp = prior_posterior_samples(den, w, masks, cfg["ts_samples"], seed=s, nfe=nfe)
             row = score_rows(task, name, "denoiser prior", smp.mean(0), w, masks, samples=smp)
-            ts_rows.append({**row, "seed": s})
+            ts_rows.append({**row, "seed": s, "NFE": float(np.mean(nfe)),
+                            "sample sd": smp.std(0)[~masks.expand_as(w)].mean().item()})
             if s == SEEDS[0]:
                 ts_prior_examples[(name, task)] = (w, masks, smp)
 ts_long = pd.DataFrame(ts_rows)
@@ -466,11 +468,11 @@ report.save_figure(fig, "07_ts_examples", "Denoiser-prior imputation (top) and f
 # Each step removes the fraction h_t of the noise and injects γ_t² = [(1 − βh_t)² − (1 − h_t)²] σ_t², so that
 # the effective noise level shrinks by (1 − βh_t); the smaller β, the more noise is re-injected and the more
 # the chain explores. KS2021 sample with β = 0.01 (their larger β give samples closer to a MAP-like ascent); we
-# raised it to 0.1 to cut the evaluations from ≈ 660 to ≈ 75. The check: the forecasts again at β = 0.01 (same
+# raised it to 0.1 to cut the evaluations of the idealised law (at our h₀ = 0.05) from ≈ 520 to ≈ 75. The check: the forecasts again at β = 0.01 (same
 # models, windows and chain seeds), 90 % coverage and CRPS per training seed, compared with β = 0.1 paired over
 # the training seeds. If coverage does not rise, β is not the cause (the learned prior, or the sampler's other
-# settings, such as where its chains stop, remain). The β = 0.1 arm repeats the forecasts above with the same
-# seeds (same numbers), to record their evaluations and spread beside β = 0.01.
+# settings, such as where its chains stop, remain). The β = 0.1 arm is the forecasts of the table above (their
+# evaluations and spread were recorded there).
 
 # %%
 SAMPLER_KS = {**SAMPLER, "beta": 0.01}
@@ -478,20 +480,18 @@ beta_rows, t0 = [], time.perf_counter()
 for name, w in ts_test.items():
     masks = ts.forecast_mask(TS_L, TS_HORIZON).expand(len(w), 1, 1, TS_L).clone()
     for s, (den, _) in zip(SEEDS, ts_models[TS_ARCH]):
-        for beta, sampler in ((SAMPLER["beta"], SAMPLER), (0.01, SAMPLER_KS)):
-            nfe = []
-            smp = prior_posterior_samples(den, w, masks, cfg["ts_samples"], seed=s, sampler=sampler, nfe=nfe)
-            row = score_rows("forecast", name, f"β = {beta:g}", smp.mean(0), w, masks, samples=smp)
-            beta_rows.append({**row, "seed": s, "beta": beta, "NFE": float(np.mean(nfe)),
-                              "sample sd": smp.std(0)[~masks.expand_as(w)].mean().item()})
+        nfe = []
+        smp = prior_posterior_samples(den, w, masks, cfg["ts_samples"], seed=s, sampler=SAMPLER_KS, nfe=nfe)
+        row = score_rows("forecast", name, "β = 0.01", smp.mean(0), w, masks, samples=smp)
+        beta_rows.append({**row, "seed": s, "beta": 0.01, "NFE": float(np.mean(nfe)),
+                          "sample sd": smp.std(0)[~masks.expand_as(w)].mean().item()})
 beta_long = pd.DataFrame(beta_rows)
 report.table("ts_forecast_beta_per_series", beta_long, show=False)
 beta_table, beta_seed = [], {}
-for beta in (SAMPLER["beta"], 0.01):
-    method = f"β = {beta:g}"
-    per_seed = {m: pooled(beta_long, "forecast", method, m) for m in ("MAE", "CRPS", "cover90", "sample sd", "NFE")}
+for beta, df, method in ((SAMPLER["beta"], ts_long, "denoiser prior"), (0.01, beta_long, "β = 0.01")):
+    per_seed = {m: pooled(df, "forecast", method, m) for m in ("MAE", "CRPS", "cover90", "sample sd", "NFE")}
     beta_seed[beta] = per_seed
-    beta_table.append({"sampler": method, **{m: seed_cell(v, 3 if m != "NFE" else 0) for m, v in per_seed.items()}})
+    beta_table.append({"sampler": f"β = {beta:g}", **{m: seed_cell(v, 3 if m != "NFE" else 0) for m, v in per_seed.items()}})
 report.table("ts_forecast_beta", pd.DataFrame(beta_table))
 beta_cmp = {m: compare_arms(beta_seed[SAMPLER["beta"]][m], beta_seed[0.01][m], f"β = {SAMPLER['beta']:g}", "β = 0.01",
                             lower_is_better=(m != "cover90"), paired=True) for m in ("cover90", "CRPS")}
@@ -500,6 +500,160 @@ for m, c in beta_cmp.items():
     print(f"{m}: β = 0.01 − β = {SAMPLER['beta']:g} = {c.difference.mean:+.3f} "
           f"[{c.difference.low:+.3f}, {c.difference.high:+.3f}] → {c.verdict}")
 print(f"β study: {time.perf_counter() - t0:.0f} s")
+
+# %% [markdown]
+# **Where the narrow intervals come from.** Three more candidates, each with a measurement that separates it
+# from the others (written before this run; the comparisons are recorded, two checks below can fail):
+#
+# 1. *The series.* Coverage per series, beside the controls: if the shortfall sits in the series whose test
+#    part lies outside its training part (the split is in time), it is a prior that is confident where it has
+#    no data, not a sampler that collapses everywhere. The shift is measured directly: the test windows' median
+#    spread over time and trend slope against the training windows'.
+# 2. *The sampler itself.* The same projected sampler with an **exact** prior: windows drawn from the Gaussian
+#    of the training windows, the Gaussian's own blind denoiser (`controls.GaussianPrior.blind_denoiser`: the
+#    exact posterior mean, σ̂ by maximum marginal likelihood), and as reference exact posterior samples of the
+#    same ensemble size (12), which cover 90 % up to the quantile error of 12 samples. What the sampler loses
+#    against them is its own share of the shortfall. (A scratch run before this one, 32 samples per window,
+#    gave a spread ratio of 0.86 and 0.79 coverage at β = 0.1.)
+# 3. *The denoiser's confidence.* For the MMSE denoiser, Cov[x | y] = σ²∂D/∂y (second-order Tweedie), so on data
+#    from its prior E‖D(y) − x‖² = σ² E[div D(y)] (`denoisers.tweedie_consistency`, div by Hutchinson probes):
+#    the ratio ρ of its real error to the error it implies is 1 for a calibrated denoiser, ρ > 1 where it is
+#    overconfident — and a sampler driven by an overconfident denoiser draws too narrow posteriors. ρ on the
+#    validation windows (in distribution) and on each test series, at small noise (σ = 0.05, 0.1, 0.3), for the
+#    kept networks and, as a diagnostic chosen after seeing the above, the bias-free UNets (whose forecasts are
+#    added to the per-series table; the kept architecture stays the one the validation loss chose).
+
+# %%
+OTHER_ARCH = "ts_unet" if TS_ARCH == "ts_gru" else "ts_gru"
+diag_rows, t0 = [], time.perf_counter()
+for name, w in ts_test.items():
+    masks = ts.forecast_mask(TS_L, TS_HORIZON).expand(len(w), 1, 1, TS_L).clone()
+    for s, (den, _) in zip(SEEDS, ts_models[OTHER_ARCH]):
+        smp = prior_posterior_samples(den, w, masks, cfg["ts_samples"], seed=s)
+        diag_rows.append({**score_rows("forecast", name, f"denoiser prior ({LABELS[OTHER_ARCH]})", smp.mean(0), w,
+                                       masks, samples=smp), "seed": s})
+fc = pd.concat([ts_long[ts_long.task == "forecast"], pd.DataFrame(diag_rows)])
+fc = fc.replace({"method": {"denoiser prior": f"denoiser prior ({LABELS[TS_ARCH]}, kept)"}})
+by_series = []
+for name in ts_test:
+    for method in dict.fromkeys(fc.method):
+        d = fc[(fc.series == name) & (fc.method == method)]
+        by_series.append({"series": name, "method": method, **{m: seed_cell(d[m].to_numpy(), 3) for m in ("MAE", "CRPS", "cover90")}})
+report.table("ts_forecast_by_series", pd.DataFrame(by_series))
+
+
+def window_stats(w):
+    """Median spread over time and median least-squares slope per step of windows (B, 1, 1, L)."""
+    x = w.flatten(1) - w.flatten(1).mean(1, keepdim=True)
+    t = torch.arange(TS_L, dtype=x.dtype) - (TS_L - 1) / 2
+    return x.std(1), (x * t).sum(1) / (t * t).sum()
+
+
+shift_rows = []
+for name in ts_test:
+    sd_tr, sl_tr = window_stats(ts_windows[name].train)
+    sd_te, sl_te = window_stats(ts_windows[name].test)
+    shift_rows.append({"series": name, "spread: train median": f"{sd_tr.median():.3f}",
+                       "spread: test median": f"{sd_te.median():.3f}",
+                       "spread: test median's training percentile": f"{(sd_tr < sd_te.median()).float().mean() * 100:.0f}",
+                       "slope: train median": f"{sl_tr.median():+.4f}", "slope: test median": f"{sl_te.median():+.4f}",
+                       "slope: test median's training percentile": f"{(sl_tr < sl_te.median()).float().mean() * 100:.0f}"})
+report.table("ts_distribution_shift", pd.DataFrame(shift_rows))
+print(f"per-series diagnosis: {time.perf_counter() - t0:.0f} s")
+
+# %%
+t0 = time.perf_counter()
+g_ex = torch.Generator().manual_seed(SEED + 7)
+N_EXACT = 64
+x_ex = gauss_ts.sample(N_EXACT, g_ex).float().view(N_EXACT, 1, 1, TS_L)
+op_fc = operators.PixelMask(ts.forecast_mask(TS_L, TS_HORIZON).view(1, 1, TS_L))
+blind_gauss = gauss_ts.blind_denoiser()
+K = cfg["ts_samples"]
+xc_ex = op_fc.M_T(x_ex).repeat_interleave(K, 0)
+post_sd = gauss_ts.posterior_cov(op_fc).diagonal().clamp_min(0).sqrt().float().view(1, 1, 1, TS_L)
+
+
+def ensemble_scores(samples, label, nfe=float("nan")):
+    """Coverage of the 5–95 % sample quantiles, fair CRPS and sample spread relative to the exact posterior sd,
+    over the forecast steps of the synthetic windows."""
+    lo, hi = samples.quantile(0.05, 0), samples.quantile(0.95, 0)
+    miss = ~ts.forecast_mask(TS_L, TS_HORIZON).view(1, 1, 1, TS_L).expand_as(x_ex)
+    return {"samples": label, "cover90": ((x_ex >= lo) & (x_ex <= hi))[miss].float().mean().item(),
+            "CRPS": ts.crps_ensemble(samples, x_ex, fair=True)[miss].mean().item(),
+            "spread / exact sd": (samples.std(0) / post_sd.expand_as(x_ex))[miss].mean().item(), "NFE": nfe}
+
+
+exact = gauss_ts.posterior_sample(op_fc, op_fc.M_T(x_ex), n=K, generator=g_ex).float()
+exact_rows = [ensemble_scores(exact.view(N_EXACT, K, 1, 1, TS_L).transpose(0, 1), f"exact posterior ({K} per window)")]
+for beta, sampler in ((SAMPLER["beta"], SAMPLER), (0.01, SAMPLER_KS)):
+    r = samplers.ks_sample(blind_gauss, operator=op_fc, measurement=xc_ex, seed=SEED + 8, disable=True, **sampler)
+    smp = op_fc.make_consistent(r.x, xc_ex).view(N_EXACT, K, 1, 1, TS_L).transpose(0, 1)
+    exact_rows.append(ensemble_scores(smp, f"projected sampler, β = {beta:g}", r.nfe.float().mean().item()))
+exact_table = pd.DataFrame(exact_rows)
+report.table("ts_sampler_with_exact_prior", exact_table.round(3))
+loss_vs_exact = exact_rows[0]["cover90"] - exact_rows[1]["cover90"]
+report.check("the projected sampler with an exact (Gaussian) prior covers within 0.15 of exact posterior samples "
+             "of the same ensemble size (β as used above; coverage lost)", loss_vs_exact, 0.15, "<=")
+print(f"sampler with an exact prior: {time.perf_counter() - t0:.0f} s")
+
+# %%
+t0 = time.perf_counter()
+TWEEDIE_SIGMAS = [0.05, 0.1, 0.3]
+x_gs = gauss_ts.sample(256, g_ex).float().view(256, 1, 1, TS_L)
+rho_self = denoisers.tweedie_consistency(lambda y: gauss_ts.denoise(y, 0.1 ** 2), x_gs, 0.1)["ratio"]
+report.check("Tweedie consistency: the Gaussian's exact denoiser on its own samples has ρ within 0.1 of 1 (σ = 0.1)",
+             abs(rho_self - 1), 0.1, "<=")
+tw_sets = {f"validation · {n}": centre(ts_windows[n].val)[0] for n in TS_NAMES if len(ts_windows[n].val)}
+tw_sets |= {f"test · {n}": centre(w)[0] for n, w in ts_test.items()}
+tw_rows = []
+for set_name, xw in tw_sets.items():
+    for label, dens in ((f"{LABELS[TS_ARCH]} (kept)", [d for d, _ in ts_models[TS_ARCH]]),
+                        (LABELS[OTHER_ARCH], [d for d, _ in ts_models[OTHER_ARCH]]), ("Gaussian (σ known)", None)):
+        row = {"windows": f"{set_name} ({len(xw)})", "denoiser": label}
+        for sigma in TWEEDIE_SIGMAS:
+            if dens is None:
+                dens_s = [lambda y, s2=sigma ** 2: gauss_ts.denoise(y.cpu(), s2).to(y)]
+            else:
+                dens_s = dens
+            rhos = [denoisers.tweedie_consistency(lambda y, d=d: d(y.to(device)).cpu(), xw, sigma, seed=SEED)["ratio"]
+                    for d in dens_s]
+            row[f"ρ at σ = {sigma:g}"] = seed_cell(rhos, 2)
+        tw_rows.append(row)
+report.table("ts_tweedie_consistency", pd.DataFrame(tw_rows))
+print(f"Tweedie consistency: {time.perf_counter() - t0:.0f} s")
+
+# %% [markdown]
+# **What these measurements say** (full run, 3 training seeds):
+#
+# - *Twelve samples cannot make a 90 % interval.* Exact posterior samples, 12 per window, put only 0.71 of the
+#   truths inside their 5–95 % sample quantiles: with 12 samples those quantiles lie inside the 5th and 95th
+#   percentiles. The yardstick for the prior's 0.36 is therefore ≈ 0.71, not 0.90 (the Gaussian and Kalman
+#   columns, computed from exact Gaussian quantiles, are not directly comparable with the ensembles).
+# - *The sampler's own share is small.* With the exact prior the projected sampler covers 0.68 (β = 0.1) and
+#   0.67 (β = 0.01) against the exact samples' 0.71, its spread 0.87 of the exact posterior sd (check: at most
+#   0.15 lost; 0.03 lost). It reaches σ_L in 42 / 58 evaluations where the idealised law needs 75 / 522 at
+#   these settings: its noise estimate ‖d‖/√N undershoots the true noise by about √(1 − E div D/N)
+#   (E‖D(y) − y‖² = σ²(N − E div D) for an MMSE denoiser), which matters at N = 32 — yet costs little coverage.
+#   (A scratch run that replaced the estimate by a divergence-corrected one, or by the measured residual, moved
+#   coverage by less than 0.05.)
+# - *The shortfall sits in the shifted series.* El Niño, whose test windows look like its training windows
+#   (spread at the 37th training percentile, slope at the 53rd), covers 0.61 [0.34, 0.88], in line with the
+#   yardstick and the controls. Sunspots (test cycles larger than every training window: 100th percentile)
+#   covers 0.04 and CO₂ (spread at the 96th percentile, steeper trend at the 83rd) 0.11: the prior has learned
+#   each series well enough to be sure of it, and the test period left what it learned.
+# - *The kept GRU is overconfident off its training data; the bias-free UNet much less.* In distribution, ρ is
+#   0.7–2.8 for both networks. On sunspots' test windows the GRU's error is 50× (σ = 0.05) and 14× (σ = 0.1)
+#   what its Jacobian implies, the bias-free UNet's 1.7× and 1.3× (the Gaussian's 1.4–1.7×): the GRU, not
+#   bias-free, does not carry its behaviour to signals larger than those it saw (Mohan et al.'s argument for
+#   bias-free networks). Its sunspot forecasts cover 0.04, the UNet's 0.37 [0.30, 0.44] with a better CRPS (0.685
+#   vs 0.936; Gaussian control 0.776). On CO₂ neither network is overconfident by ρ (0.9–1.2) and both cover
+#   little: a steeper trend than in training is a shift that a local denoising check does not see.
+#
+# So the narrow intervals are mostly the learned prior meeting a test period outside its training data (most
+# severe for the GRU on sunspots), plus the ensemble size; the sampler and its β contribute little. The kept
+# architecture stays the GRU (chosen by validation loss before any of this; no sunspot window is in the
+# validation split); the UNet's better sunspot forecasts were found afterwards and are a diagnostic, not a
+# re-selection.
 
 # %% [markdown]
 # ## 2 · Trajectories: a motion prior from demonstrations, goals as measurements, obstacles as a task energy
@@ -686,6 +840,13 @@ report.save_figure(fig, "07_trajectories", "Goal-conditioned trajectories on eig
 # measurements. **Metrics**: relative L2 error ‖û − u‖/‖u‖ and the PDE residual of the reconstruction
 # (RMS of u_t + u u_x − ν u_xx by finite differences; relative to that of the true field, whose own residual is the
 # discretisation floor).
+#
+# **Sampler.** KS2021 solve inverse problems with β = 0.01; this notebook uses β = 0.1 elsewhere (fewer
+# evaluations). Here β is chosen per task between the two on validation fields (the seed-0 network, one chain per
+# field; `pde_beta_selection`), and the test table shows both, the verdicts using the chosen one. This choice was
+# added after the previous run lost the sensor task at β = 0.1 and a scratch run on 20 *test* fields gave 0.073
+# at β = 0.01 against 0.150 at β = 0.1 (0.075 at 0.003, 0.084 at 0.03); so that the test fields do not pick
+# their own setting, the choice is made on validation fields.
 
 # %%
 from energy_utils import pde
@@ -730,21 +891,39 @@ PDE_TASKS = {
 report.value("pde_measurements", {k: {"given": op.k, "independent (kept)": op.m} for k, op in PDE_TASKS.items()})
 
 
-def pde_prior(den, op, fields, n_samples, seed):
+def pde_prior(den, op, fields, n_samples, seed, beta=SAMPLER["beta"]):
     """Posterior mean of n_samples projected-sampler chains per field, made consistent with the measurements."""
     xc = op.measurements(op.constraint_values(fields)).repeat_interleave(n_samples, 0).to(device)
-    r = samplers.ks_sample(den, operator=op, measurement=xc, seed=seed, disable=True, **SAMPLER)
+    r = samplers.ks_sample(den, operator=op, measurement=xc, seed=seed, disable=True, **{**SAMPLER, "beta": beta})
     est = op.make_consistent(r.x, xc).cpu()
     return est.view(len(fields), n_samples, *fields.shape[1:]).mean(1)
 
 
+def relative_l2(rec, truth):
+    return ((rec - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)).mean().item()
+
+
 def pde_scores(task, method, rec, truth, seed=None):
-    rel = ((rec - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)).mean().item()
+    rel = relative_l2(rec, truth)
     res = (pde.residual_norm(rec.double(), pde_grid) / pde.residual_norm(truth.double(), pde_grid)).median().item()
     drift = (pde.row_means(rec) - pde.row_means(rec)[:, :1]).abs().amax(1).mean().item()
     return {"task": task, "method": method, "seed": seed, "relative L2": rel, "residual / truth's": res,
             "row-mean drift": drift}
 
+
+# the sampler's β per task, chosen on validation fields (seed-0 network, one chain per field)
+t0 = time.perf_counter()
+PDE_BETAS = (SAMPLER["beta"], 0.01)
+sel_rows = []
+for task in ("sensors", "4× super-resolution"):
+    for beta in PDE_BETAS:
+        rec = pde_prior(pde_models[0][0], PDE_TASKS[task], pde_val[:cfg["pde_select"]], 1, seed=SEED + 500, beta=beta)
+        sel_rows.append({"task": task, "β": beta, "relative L2 (validation)": relative_l2(rec, pde_val[:cfg["pde_select"]])})
+pde_select = pd.DataFrame(sel_rows)
+PDE_BETA = {task: float(d.loc[d["relative L2 (validation)"].idxmin(), "β"]) for task, d in pde_select.groupby("task")}
+report.table("pde_beta_selection", pde_select.round(4))
+report.value("pde_beta", PDE_BETA)
+print(f"β chosen on {cfg['pde_select']} validation fields: {PDE_BETA} ({time.perf_counter() - t0:.0f} s)")
 
 t0 = time.perf_counter()
 pde_rows, pde_examples = [], {}
@@ -765,11 +944,13 @@ for task, op in PDE_TASKS.items():
     xc = op.measurements(op.constraint_values(pde_test))
     g_rec = gauss_pde.posterior_mean(op, xc).float()
     pde_rows.append(pde_scores(task, "Gaussian prior (control)", g_rec, pde_test))
-    for s, (den, _) in zip(SEEDS, pde_models):
-        rec = pde_prior(den, op, pde_test, cfg["pde_samples"], seed=s)
-        pde_rows.append(pde_scores(task, "denoiser prior", rec, pde_test, seed=s))
-        if s == SEEDS[0]:
-            pde_examples[(task, "denoiser prior")] = rec
+    for beta in PDE_BETAS:
+        method = "denoiser prior" if beta == PDE_BETA[base_task] else f"denoiser prior (β = {beta:g}, not chosen)"
+        for s, (den, _) in zip(SEEDS, pde_models):
+            rec = pde_prior(den, op, pde_test, cfg["pde_samples"], seed=s, beta=beta)
+            pde_rows.append(pde_scores(task, method, rec, pde_test, seed=s))
+            if s == SEEDS[0]:
+                pde_examples[(task, method)] = rec
 print(f"PDE tasks: {time.perf_counter() - t0:.0f} s")
 pde_long = pd.DataFrame(pde_rows)
 report.table("pde_per_seed", pde_long, show=False)
@@ -781,7 +962,7 @@ pde_table = report.table("pde_tasks", pd.DataFrame(pde_table))
 
 pde_verdicts = {}
 for task in ("sensors", "4× super-resolution"):
-    base = pde_long[(pde_long.task == task) & (pde_long.method != "denoiser prior")]
+    base = pde_long[(pde_long.task == task) & ~pde_long.method.str.startswith("denoiser prior")]
     best = base.loc[base["relative L2"].idxmin()]
     for variant in (task, f"{task} + conservation"):
         prior = pde_long[(pde_long.task == variant) & (pde_long.method == "denoiser prior")]["relative L2"].values
@@ -824,7 +1005,7 @@ report.save_figure(fig, "07_pde_fields", "Burgers fields (space →, time ↑) o
 # classical baseline or control of the same task, measured above; "holds" and "does not hold" need the whole
 # interval on one side.
 #
-# **What the full run found** (CPU, 2 threads, AMD EPYC, 7 min of evaluation from the committed weights). Every
+# **What the full run found** (CPU, 2 threads, AMD EPYC, 10 min of evaluation from the committed weights). Every
 # network was trained until the plateau rule stopped it (validation every 100 steps; the rate halved after 4
 # checks without a 0.5 % gain, stopped at the fourth plateau): the 1-D UNets in 2.7–3.1 k steps (2 min each),
 # the GRUs in 5.1–6.8 k (5–7 min), the trajectory UNets in 4.6–4.8 k (3.5 min) and the PDE UNets in 4.0–4.7 k
@@ -838,11 +1019,13 @@ report.save_figure(fig, "07_pde_fields", "Burgers fields (space →, time ↑) o
 #   Forecasting 8 steps: MAE 0.365 [0.308, 0.421] vs seasonal naive 0.366; CRPS 0.299 [0.249, 0.348] vs the
 #   Gaussian control's 0.336 (the previous, under-trained GRUs gave 0.289 and a "holds"; the better-trained
 #   ones are further apart between seeds, so it is a tie now). Imputation ties the Kalman smoother (MAE 0.308 vs
-#   0.309). The prior's samples are **under-dispersed**: their 90 % intervals cover 33–36 % of the truths
-#   (Kalman 79 %, Gaussian 70–74 %), so what it gains in CRPS comes from its mean, not its spread. The sampler's
-#   β is not the cause: at KS2021's β = 0.01 the coverage is 0.34 vs 0.36 (no measurable difference) and the
-#   samples' spread is no wider (0.19 vs 0.22). Both settings reach σ_L sooner than the idealised law (50 and 78
-#   evaluations against ≈ 75 and ≈ 660); why the chains collapse is left open. Anomaly AUROC 0.987 ties the
+#   0.309). The prior's 90 % sample intervals cover 33–36 % of the truths (Kalman 79 %, Gaussian 70–74 %), so
+#   what it gains in CRPS comes from its mean, not its spread. Why, measured: 12 exact posterior samples cover
+#   only 0.71 themselves (the ensemble is too small for 5–95 % quantiles); the sampler with an exact prior loses
+#   0.03 more (β does not matter: 0.34 vs 0.36 at β = 0.01 and 0.1); the rest is two series whose test period
+#   left their training range — sunspots (larger cycles; coverage 0.04, where the GRU's error is 50× what its
+#   Jacobian implies, against 1.7× for the bias-free UNet, whose sunspot forecasts cover 0.37) and CO₂ (steeper
+#   trend; 0.11) — while El Niño, unshifted, covers 0.61, with the controls. Anomaly AUROC 0.987 ties the
 #   Gaussian denoiser's residual (0.996).
 # - *Trajectories — the mechanism works, the classical optimiser is better.* The obstacle energy through the
 #   hybrid raises the prior's success from 0.23 to 0.79 [0.70, 0.87] (straight line 0.28), below trajectory
@@ -855,10 +1038,14 @@ report.save_figure(fig, "07_pde_fields", "Burgers fields (space →, time ↑) o
 # - *PDE fields — holds for super-resolution, does not hold for sparse sensors.* From 4 × 4 block averages the
 #   prior reconstructs with relative L2 0.111 [0.089, 0.134] vs 0.170 for the Gaussian control and 0.19 for cubic
 #   splines and GP regression, with a PDE residual closer to the truth's (1.4× vs 2.4×). From 10 % sensors it
-#   loses (0.142 [0.121, 0.162]) to the Gaussian control (0.052) and GP regression (0.073), by more than the
-#   under-trained models did (0.133 [0.087, 0.179]): a lower denoising loss did not help here. Conservation as a
-#   measurement helps with sensors (0.133 vs 0.142, paired over seeds) and makes no measurable difference for
-#   super-resolution, where the block averages already fix most of it (7 of the 31 constraints are implied).
+#   still loses to the Gaussian control (0.052), but half as badly as before: with β = 0.01, which 20 validation
+#   fields chose for this task (0.077 vs 0.142 at β = 0.1), the test error is 0.070 [0.063, 0.077] (at β = 0.1:
+#   0.142 [0.121, 0.162], the previous run's answer), level with GP regression (0.073) and far below cubic
+#   interpolation (0.172). For super-resolution the validation fields kept β = 0.1 (0.136 vs 0.160; on the test
+#   fields 0.111 vs 0.115, a tie). So the sensor loss was mostly the sampler's setting, not the prior; what is left
+#   (0.070 vs 0.052) is the prior's. Conservation as a measurement helps with sensors (0.066 vs 0.070, paired over
+#   seeds) and makes no measurable difference for super-resolution, where the block averages already fix most of
+#   it (7 of the 31 constraints are implied).
 
 # %%
 # NBVAL_CHECK_OUTPUT

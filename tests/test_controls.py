@@ -236,3 +236,35 @@ def test_stationary_gaussian_is_the_dense_posterior_mean_of_its_circulant_prior(
         prior.denoise(torch.zeros(1, 1, 4, 4), 0.1)
     with pytest.raises(ValueError, match="at least two images"):
         controls.StationaryGaussian.fit(torch.zeros(1, 1, 4, 4))
+
+
+def test_blind_gaussian_denoiser_estimates_the_noise_and_equals_the_known_noise_denoiser(prior):
+    g = torch.Generator().manual_seed(5)
+    # σ is identifiable where the prior has directions of small variance (as real signals do): rank 4 in 32
+    d = 32
+    A = torch.randn(d, 4, generator=g, dtype=torch.float64)
+    low_rank = controls.GaussianPrior(torch.zeros(d, dtype=torch.float64), A @ A.T + 1e-4 * torch.eye(d, dtype=torch.float64))
+    blind = low_rank.blind_denoiser()
+    for sigma in (0.05, 0.3, 1.0):
+        x = low_rank.sample(400, g)
+        y = x + sigma * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        out = blind(y)
+        s_hat = blind.last_sigma
+        # the marginal-likelihood estimate is noisy per signal but centred on σ
+        assert abs(s_hat.median().item() / sigma - 1) < 0.1
+        # given its σ̂, the output is the exact known-noise posterior mean
+        ref = low_rank.denoise(y, s_hat.pow(2))
+        assert torch.allclose(out, ref, atol=1e-8)
+    blind = prior.blind_denoiser()
+    for sigma in (0.3, 1.0):
+        x = prior.sample(400, g)
+        y = x + sigma * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        out = blind(y)
+        s_hat = blind.last_sigma
+        # given its σ̂, the output is the exact known-noise posterior mean
+        ref = prior.denoise(y, s_hat.pow(2))
+        assert torch.allclose(out, ref, atol=1e-8)
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        prior.blind_denoiser(sigma_min=1.0, sigma_max=0.5)
+    with pytest.raises(ValueError, match="expected signals of shape"):
+        blind(torch.zeros(2, 7))

@@ -223,3 +223,27 @@ def test_inverse_variance_weighted_training_reports_the_weighted_validation_loss
     v = h["val"][-1]
     expected = (v["val_mse@0.05"] / 0.05 ** 2 + v["val_mse@0.2"] / 0.2 ** 2) / 2
     assert v["val_loss"] == pytest.approx(expected)
+
+
+def test_divergence_is_exact_for_diagonal_linear_maps_and_tweedie_consistency_detects_overconfidence():
+    from energy_utils import controls
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 1, 4, 4, generator=g)
+    y = torch.randn(3, 1, 4, 4, generator=g)
+    div = denoisers.divergence(lambda v: a * v, y, step=1e-3, probes=2)
+    assert torch.allclose(div, a.flatten(1).sum(1).double(), atol=1e-4)
+    with pytest.raises(ValueError, match="probes"):
+        denoisers.divergence(lambda v: v, y, 1e-3, probes=0)
+    # a Gaussian prior's exact denoiser is self-consistent on its own samples (ρ ≈ 1) ...
+    d = 8
+    A = torch.randn(d, d, generator=g, dtype=torch.float64)
+    prior = controls.GaussianPrior(torch.zeros(d, dtype=torch.float64), A @ A.T / d + 0.05 * torch.eye(d, dtype=torch.float64))
+    x = prior.sample(4000, g).float()
+    sigma = 0.5
+    exact = lambda v: prior.denoise(v, sigma ** 2)
+    assert abs(denoisers.tweedie_consistency(exact, x, sigma)["ratio"] - 1) < 0.05
+    # ... and a denoiser that shrinks twice as hard claims less uncertainty than its real error (ρ > 1)
+    shrunk = lambda v: prior.mean.float() + 0.5 * (exact(v) - prior.mean.float())
+    assert denoisers.tweedie_consistency(shrunk, x, sigma)["ratio"] > 1.5
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        denoisers.tweedie_consistency(exact, x, 0.0)
