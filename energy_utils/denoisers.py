@@ -4,7 +4,8 @@ Convention: a denoiser D returns the clean estimate x̂(y); its residual f(y) = 
 
 * :func:`train_blind_denoiser`: y = x + σ z with σ ~ U[σ_min, σ_max] drawn per example, loss
   mean ‖D(y) − x‖² (MSE), through :func:`energy_utils.training.fit` (tqdm, NaN guard, resumable).
-* :func:`evaluate_denoiser`: PSNR/SSIM of clamp(D(y), 0, 1) over a set of noise levels (Mohan et al.'s protocol).
+* :func:`evaluate_denoiser`: PSNR/SSIM of clamp(D(y), 0, 1) over a set of noise levels (Mohan et al.'s protocol),
+  for a network or any f(y, σ).
 * :func:`jacobian`, :func:`effective_dimension`, :func:`symmetry_error`, :func:`scale_equivariance_error`:
   the local linear analysis D(y) = A_y y of bias-free networks.
 * :func:`divergence`, :func:`tweedie_consistency`: does a denoiser's own uncertainty σ² div D (second-order
@@ -137,26 +138,40 @@ def train_blind_denoiser(model: nn.Module, data: torch.Tensor | Callable, sigma_
 
 
 @torch.no_grad()
-def evaluate_denoiser(model: nn.Module, images: torch.Tensor, sigmas, seed: int = 0, clamp: bool = True) -> list[dict]:
-    """PSNR/SSIM (data_range 1) of D(x + σz) over ``images`` (B, C, H, W) for each σ in ``sigmas``.
+def evaluate_denoiser(denoiser: nn.Module | Callable, images: torch.Tensor, sigmas, seed: int = 0,
+                      clamp: bool = True, noise: torch.Tensor | None = None) -> list[dict]:
+    """PSNR/SSIM (data_range 1) of x̂ = D(y), y = x + σz, over ``images`` (B, C, H, W) for each σ in ``sigmas``.
 
-    One noise draw per image and σ from a generator seeded by (seed, σ index), so different networks see the
-    same noisy images. Returns rows {sigma, sigma_255, psnr_in, psnr, ssim, psnr_std} averaged over images.
+    ``denoiser``: a network called as D(y) (evaluated in eval mode, without gradients), or any function
+    f(y, σ) → x̂ (a control that needs the noise level, e.g. a Wiener filter). ``noise``: one draw z of the images'
+    shape shared by every σ; without it, one draw per image and σ from a generator seeded by (seed, σ index).
+    Either way different denoisers see the same noisy images. ``clamp``: clip x̂ to [0, 1] first (Mohan et al.'s
+    protocol). Returns rows {sigma, sigma_255, psnr_in, psnr, psnr_std, psnr_se, ssim, rmse} averaged over
+    images (rmse: mean per-image ‖x̂ − x‖/√N; at σ = 0 it measures how much the denoiser changes clean images).
     """
-    model.eval()
-    device = next(model.parameters()).device
+    if isinstance(denoiser, nn.Module):
+        network = denoiser.eval()
+        images = images.to(next(network.parameters()).device)
+        denoiser = lambda y, s: network(y)
+    if noise is not None and noise.shape != images.shape:
+        raise ValueError(f"noise must have the images' shape {tuple(images.shape)}, got {tuple(noise.shape)}")
     rows = []
     for i, s in enumerate(sigmas):
-        g = torch.Generator().manual_seed(seed * 7919 + i)
-        x = images.to(device)
-        y = add_noise(x.cpu(), float(s), g).to(device)
-        out = model(y)
+        if noise is None:
+            g = torch.Generator().manual_seed(seed * 7919 + i)
+            y = add_noise(images.cpu(), float(s), g).to(images.device)
+        else:
+            y = images + float(s) * noise.to(images.device)
+        with torch.no_grad():
+            out = denoiser(y, float(s))
         if clamp:
             out = out.clamp(0, 1)
-        p_in, p_out, s_out = psnr(y, x), psnr(out, x), ssim(out, x)
+        p_in, p_out, s_out = psnr(y, images), psnr(out, images), ssim(out, images)
+        n = len(p_out)
         rows.append({"sigma": float(s), "sigma_255": round(float(s) * 255, 3), "psnr_in": p_in.mean().item(),
-                     "psnr": p_out.mean().item(), "ssim": s_out.mean().item(), "psnr_std": p_out.std().item()
-                     if len(p_out) > 1 else 0.0})
+                     "psnr": p_out.mean().item(), "psnr_std": p_out.std().item() if n > 1 else 0.0,
+                     "psnr_se": p_out.std().item() / math.sqrt(n) if n > 1 else None, "ssim": s_out.mean().item(),
+                     "rmse": (out - images).pow(2).flatten(1).mean(1).sqrt().mean().item()})
     return rows
 
 

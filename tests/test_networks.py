@@ -97,6 +97,24 @@ def test_evaluate_denoiser_identity_gives_input_psnr():
     assert rows[0]["psnr_in"] == pytest.approx(26.02, abs=0.3)
 
 
+def test_evaluate_denoiser_takes_a_function_of_y_and_sigma_and_a_shared_noise_draw():
+    imgs = torch.rand(4, 1, 16, 16)
+    z = torch.randn(imgs.shape)
+    seen = []
+
+    def oracle(y, s):            # knows the noise: returns the clean images exactly
+        seen.append(s)
+        return y - s * z
+
+    rows = denoisers.evaluate_denoiser(oracle, imgs, [0.1, 0.2], noise=z, clamp=False)
+    assert seen == [0.1, 0.2]
+    assert all(r["psnr"] > 100 and r["rmse"] < 1e-5 for r in rows)
+    assert rows[1]["psnr_in"] == pytest.approx(rows[0]["psnr_in"] - 20 * math.log10(2), abs=1e-3)   # same z, σ doubled
+    assert rows[0]["psnr_se"] is not None
+    with pytest.raises(ValueError, match="noise must have the images' shape"):
+        denoisers.evaluate_denoiser(oracle, imgs, [0.1], noise=z[:2])
+
+
 def test_biased_mlp_twin_breaks_homogeneity():
     torch.manual_seed(0)
     twin = networks.DenoiserMLP(2, hidden=16, depth=2, sigma_input=True, bias_free=False).double()
