@@ -142,7 +142,7 @@ def evaluate_denoiser(denoiser: nn.Module | Callable, images: torch.Tensor, sigm
                       clamp: bool = True, noise: torch.Tensor | None = None) -> list[dict]:
     """PSNR/SSIM (data_range 1) of x̂ = D(y), y = x + σz, over ``images`` (B, C, H, W) for each σ in ``sigmas``.
 
-    ``denoiser``: a network called as D(y) (evaluated in eval mode, without gradients), or any function
+    ``denoiser``: a network called as D(y) (evaluated in eval mode; no gradients anywhere), or any function
     f(y, σ) → x̂ (a control that needs the noise level, e.g. a Wiener filter). ``noise``: one draw z of the images'
     shape shared by every σ; without it, one draw per image and σ from a generator seeded by (seed, σ index).
     Either way different denoisers see the same noisy images. ``clamp``: clip x̂ to [0, 1] first (Mohan et al.'s
@@ -162,8 +162,7 @@ def evaluate_denoiser(denoiser: nn.Module | Callable, images: torch.Tensor, sigm
             y = add_noise(images.cpu(), float(s), g).to(images.device)
         else:
             y = images + float(s) * noise.to(images.device)
-        with torch.no_grad():
-            out = denoiser(y, float(s))
+        out = denoiser(y, float(s))
         if clamp:
             out = out.clamp(0, 1)
         p_in, p_out, s_out = psnr(y, images), psnr(out, images), ssim(out, images)
