@@ -668,8 +668,8 @@ METHODS = {"box": CONTROL_METHODS + ["PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (
 # measurements and noise, one sample each) by the MSE of its [0, 1]-clipped samples, from the six values of
 # `MN_KNOBS` (KS: three; the first `mn_grid` = 2 in the smoke profile, all of them in the full one), with
 # `pick_knob`, the rule section 1 and the classical controls use: the same budget of tuning for every energy
-# sampler, and the same data the classical controls' knobs were chosen on. A run that diverges scores +∞. **RED-Diff starts at the tuned
-# truncated pseudo-inverse** (the control above; for the masks and SR, whose singular values are all equal, that
+# sampler, and the same data the classical controls' knobs were chosen on. A run that diverges scores +∞.
+# **RED-Diff starts at the tuned truncated pseudo-inverse** (the control above; for the masks and SR, whose singular values are all equal, that
 # is A⁺y itself). The previous run started it at the exact A⁺y, the paper's description, and on deblurring that
 # start amplified the noise (smallest singular value 2·10⁻⁴) to an MSE of ≈ 700 it never recovered from (3.6 dB).
 # The original RED-Diff code's deblurring operators (from DDRM's SVD operators) zero singular values below
