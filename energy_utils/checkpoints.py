@@ -80,6 +80,15 @@ def load_checkpoint(name: str, profile: str = "full", map_location="cpu") -> dic
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+def committed_sha256(name: str) -> str:
+    """The SHA-256 the manifest records for the committed checkpoint ``name`` (what :func:`load_checkpoint`
+    verifies the file against): results computed from it can name the exact weights they came from."""
+    entry = _read_manifest(MANIFEST).get(f"checkpoints/{name}.pt")
+    if entry is None:
+        raise KeyError(f"checkpoints/{name}.pt is not listed in {MANIFEST}; train it with RETRAIN=True (full profile)")
+    return entry["sha256"]
+
+
 def has_checkpoint(name: str, profile: str = "full") -> bool:
     return (checkpoint_dir(profile) / f"{name}.pt").exists()
 

@@ -39,6 +39,7 @@ from . import metrics
 from . import posterior_samplers as ps
 from .controls import GaussianPrior
 from .densities import GaussianMixture
+from .runtime import describe_hardware
 from .stats import seed_interval
 
 SHAPE = (1, 28, 28)
@@ -48,6 +49,7 @@ S_END = 1e-4                  # the MNIST energies' smallest training variance
 OBS_VAR = 1e-7                # the revealed pixels' variance (the paper's)
 GEOMETRIC_MULTIPLIERS = (1, 3, 10)
 STORE_NAME = "10_kpixel.jsonl"
+CLASSIFIER = "03_mnist_classifier"      # the committed classifier of notebook 03 that labels the samples
 METHODS = ("Gaussian control", *(f"geometric PC ×{m} (dual)" if m != 1 else "geometric PC (dual)"
                                  for m in GEOMETRIC_MULTIPLIERS),
            "energy-guided (dual)", "energy-guided (single)")
@@ -179,7 +181,8 @@ def run(store: Path, energies: dict, models: dict, gauss: GaussianMixture, class
         max_time_s: float | None = None, log=print, disable: bool | None = None) -> pd.DataFrame:
     """Run every chunk of the first ``n_digits`` digits for every k that ``store`` lacks (chunk 0 of every k,
     then chunk 1, ...), appending each finished chunk; no new chunk starts after ``max_time_s`` seconds.
-    ``models`` names the energies (written in each chunk's header; chunks of other models are ignored).
+    ``models`` names the weights (energies and classifier, :func:`default_models`) in each chunk's header;
+    chunks of other weights are ignored.
     Returns the store's rows for these settings and models and the first ``n_digits`` digits."""
     store = Path(store)
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +205,8 @@ def run(store: Path, energies: dict, models: dict, gauss: GaussianMixture, class
             rows = run_chunk(energies, gauss, classifier, images[lo:hi].to(device), labels[lo:hi], k, index,
                              settings, disable=disable)
             header = {"settings": settings.key(), "models": models, "k": k, "chunk": index,
-                      "wall_s": time.perf_counter() - t1, "torch": torch.__version__}
+                      "wall_s": time.perf_counter() - t1, "torch": torch.__version__,
+                      "hardware": describe_hardware(device)}
             with store.open("a") as f:
                 f.write(json.dumps({"chunk_header": header, "rows": rows}) + "\n")
             log(f"k-pixel: chunk {index} of k = {k} ({hi - lo} digits) in {time.perf_counter() - t1:.0f} s")
@@ -288,8 +292,15 @@ def main(argv=None):
 
 
 def default_models() -> dict:
+    """The committed weights a chunk depends on: the MNIST energies of ``recipes.MNIST_ENERGY_RECIPES`` and
+    notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
+    which loading verifies). Written in every chunk's header and matched when the store is read, so chunks run
+    with weights retrained under the same name are never mixed with older ones."""
     from . import recipes
-    return {arm: recipes.MNIST_ENERGY_RECIPES[arm] for arm in ("dual", "single")}
+    from .checkpoints import committed_sha256
+    names = {arm: recipes.MNIST_ENERGY_RECIPES[arm] for arm in ("dual", "single")}
+    names["classifier"] = CLASSIFIER
+    return {role: {"name": name, "sha256": committed_sha256(name)[:16]} for role, name in names.items()}
 
 
 def store_run(store: Path, n_digits: int, device, max_time_s=None, settings: KPixelSettings = KPixelSettings(),
@@ -302,7 +313,7 @@ def store_run(store: Path, n_digits: int, device, max_time_s=None, settings: KPi
 
     models = default_models()
     energies = {arm: load_energy_model(name, "full", device)[0] for arm, name in models.items()}
-    classifier, _ = denoisers.load_denoiser("03_mnist_classifier", "full", device)
+    classifier, _ = denoisers.load_denoiser(CLASSIFIER, "full", device)
     fit, test = load_mnist("fit"), load_mnist("test")
     gauss = gaussian_control(fit.images)
     return run(store, energies, models, gauss, classifier, test.images, test.labels, n_digits, settings,

@@ -339,7 +339,7 @@ kp_settings = kpixel.KPixelSettings(n_levels=kp_cfg["kp_levels"], chunk=kp_cfg["
 kp_store = runs_dir(PROFILE) / kpixel.STORE_NAME
 if PROFILE != "full":
     kp_store.unlink(missing_ok=True)                   # smoke: always computed afresh
-clf, _ = denoisers.load_denoiser("03_mnist_classifier", "full", device)
+clf, _ = denoisers.load_denoiser(kpixel.CLASSIFIER, "full", device)
 extend_s = (KPIXEL_EXTEND_HOURS * 3600 if PROFILE == "full" else None)
 kp_rows = kpixel.run(kp_store, {arm: m[0] for arm, m in mn.items()}, kpixel.default_models(),
                      kpixel.gaussian_control(fit.images), clf, test.images, test.labels, kp_cfg["kp_digits"],

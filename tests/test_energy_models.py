@@ -296,3 +296,35 @@ def test_gaussian_residual_energy_trains_only_its_network_and_reloads_from_its_m
     assert torch.equal(again.base.factor, model.base.factor.float())
     with pytest.raises(ValueError, match="one-channel"):
         build_model("image_gaussian_residual", shape=(3, 6, 6), rank=4)
+
+
+def test_gaussian_base_reuses_the_factors_of_a_repeated_covariance_bit_for_bit():
+    """A sampler evaluates twice at one Σ: the second call reuses the cached factors and returns exactly what a
+    recomputation gives; a different Σ, a refitted base or a Σ that needs a graph recomputes."""
+    from energy_utils.energy_models import energy_and_scores
+    model, x = _residual_model()
+    base = model.base
+    cov = CovFamily(var_min=1e-3, var_max=10.0).sample(4, (1, 6, 6), torch.Generator().manual_seed(7), torch.float64)
+    cov = DiagCov(cov.log_var, torch.tensor([False, True, False, False]))
+    y1, y2 = torch.rand(2, 4, 1, 6, 6, dtype=torch.float64)
+    energy_and_scores(model, y1, cov)
+    cached = base._factor_cache
+    again = energy_and_scores(model, y2, cov)
+    assert base._factor_cache is cached                     # reused, not recomputed
+    base._factor_cache = None
+    fresh = energy_and_scores(model, y2, cov)
+    for a, b in zip(again, fresh):
+        assert torch.equal(a, b)
+    other = DiagCov(cov.log_var.clone(), cov.fourier)
+    other.log_var[0, 0, 0, 0] += 1e-9
+    energy_and_scores(model, y2, other)
+    assert base._factor_cache is not cached and not torch.equal(base._factor_cache.key, cached.key)
+    before = base._factor_cache
+    base.fit(x[:200] ** 0.5)                                # new W, ψ: the same Σ must not reuse the old factors
+    refit = energy_and_scores(model, y2, other)
+    base._factor_cache = None
+    assert torch.equal(refit.energy, energy_and_scores(model, y2, other).energy) and base._factor_cache is not before
+    lv = other.log_var.clone().requires_grad_(True)
+    base._factor_cache = None
+    energy_and_scores(model, y2, DiagCov(lv, other.fourier), create_graph=True)
+    assert base._factor_cache is None                       # factors with a graph are never cached

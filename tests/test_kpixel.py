@@ -103,3 +103,15 @@ def test_committed_store_holds_whole_chunks_of_every_method():
         assert digits == set(range(head["chunk"] * settings.chunk, (head["chunk"] + 1) * settings.chunk))
         assert {r["method"] for r in rows} == set(kpixel.METHODS) and len(rows) == len(digits) * len(kpixel.METHODS)
         assert all(r["k"] == head["k"] for r in rows)
+
+
+def test_default_models_name_the_committed_weights_by_checksum():
+    """Chunks carry the checksums of the energies and the classifier, so retrained weights never mix with old chunks."""
+    from energy_utils import checkpoints, recipes
+    models = kpixel.default_models()
+    assert set(models) == {"dual", "single", "classifier"}
+    assert models["dual"]["name"] == recipes.MNIST_ENERGY_RECIPES["dual"]
+    for entry in models.values():
+        assert entry["sha256"] == checkpoints.committed_sha256(entry["name"])[:16]
+    with pytest.raises(KeyError, match="RETRAIN"):
+        checkpoints.committed_sha256("no_such_model")
