@@ -312,8 +312,8 @@ def store_run(store: Path, n_digits: int, device, max_time_s=None, settings: KPi
     from .energy_training import load_energy_model
 
     models = default_models()
-    energies = {arm: load_energy_model(name, "full", device)[0] for arm, name in models.items()}
-    classifier, _ = denoisers.load_denoiser(CLASSIFIER, "full", device)
+    energies = {arm: load_energy_model(models[arm]["name"], "full", device)[0] for arm in ("dual", "single")}
+    classifier, _ = denoisers.load_denoiser(models["classifier"]["name"], "full", device)
     fit, test = load_mnist("fit"), load_mnist("test")
     gauss = gaussian_control(fit.images)
     return run(store, energies, models, gauss, classifier, test.images, test.labels, n_digits, settings,

@@ -115,3 +115,15 @@ def test_default_models_name_the_committed_weights_by_checksum():
         assert entry["sha256"] == checkpoints.committed_sha256(entry["name"])[:16]
     with pytest.raises(KeyError, match="RETRAIN"):
         checkpoints.committed_sha256("no_such_model")
+
+
+def test_store_run_on_the_committed_weights_writes_headers_with_checksums_and_hardware(tmp_path):
+    """The command-line path (``python -m energy_utils.kpixel run``) end to end on one digit with a 2-level
+    schedule: every k and method gets a row, and the chunk headers name the weights and the machine."""
+    st = kpixel.KPixelSettings(n_levels=2, chunk=1)
+    store = tmp_path / "store.jsonl"
+    rows = kpixel.store_run(store, 1, torch.device("cpu"), settings=st, log=lambda *a: None, disable=True)
+    assert len(rows) == len(kpixel.K_INIT_VAR) * len(kpixel.METHODS)
+    heads = [json.loads(line)["chunk_header"] for line in store.read_text().splitlines()]
+    assert all(h["models"] == kpixel.default_models() and h["hardware"] for h in heads)
+    assert kpixel.read_store(store, st, kpixel.default_models()).shape[0] == len(rows)
