@@ -316,15 +316,18 @@ blind_table.pivot_table(index=["parameter", "true", "inside var"], columns="ener
 # normalization; the Gaussian control's posterior samples give the error of a linear prior.
 #
 # **Scale and the store.** The energy-guided schedule gives every chain its own Σ, so the rank-512 Gaussian base
-# of the energies factorises a 512 × 512 system per digit and step: ≈ 20 ms per digit and NFE on two CPU threads
-# (AMD EPYC), ten times a geometric PC step (2 ms), whose chains share Σ. A chunk of 32 digits of one k takes
-# ≈ 7 minutes for the six samplers (the ×10 geometric run as long as one energy-guided run), so the issue's
-# ≥ 1,000 digits per k are ≈ 15 hours of this CPU: more than a session holds, minutes on a GPU. The runs are
+# of the energies factorises a 512 × 512 system per digit and evaluation: 9.5 ms per digit and NFE on two threads
+# of an Intel Xeon, 8× a geometric PC step (1.2 ms), whose chains share Σ. A predictor and its corrector evaluate
+# at the same Σ, so the base reuses the factors of the last Σ when it repeats bit for bit: 6.1 ms (5×; measured
+# by `scripts/bench_kpixel.py`, bit-identical samples). A chunk of 32 digits of one k takes ≈ 3 minutes for the six
+# samplers there (≈ 7 minutes on the AMD EPYC machines before the reuse), so the issue's ≥ 1,000 digits per k
+# are ≈ 6.5 hours of this CPU: more than a session holds, minutes on a GPU. The runs are
 # therefore made in chunks by `energy_utils.kpixel` (`python -m energy_utils.kpixel run --digits 1024 --hours H`)
 # and appended to a committed store, `data/runs/10_kpixel.jsonl`; each chunk's noise depends on (seed, k, chunk)
-# only, so the store's content does not depend on how many sessions built it. The full profile reads that store
-# (and extends it for `KPIXEL_EXTEND_HOURS` hours when that is set); the smoke profile computes a fresh store of
-# `kp_digits` digits with a short schedule. The table below states how many digits the store holds per k.
+# only, so the store does not depend on how many sessions built it (the last bits of the arithmetic, hence single
+# samples, can differ between CPU types), and each chunk's header names the weights by checksum and the machine.
+# The full profile reads that store (and extends it for `KPIXEL_EXTEND_HOURS` hours when that is set); the smoke
+# profile computes a fresh store of `kp_digits` digits with a short schedule. The table below states how many digits the store holds per k.
 
 # %%
 from IPython.display import display
@@ -363,28 +366,38 @@ kp_table.set_index(["k", "method"])[["digits", "error %", "error 95% low", "erro
                                      "diff 95% low", "diff 95% high", "psnr", "nfe", "wall s/digit"]].round(2)
 
 # %% [markdown]
-# **Reading this table** (the store's 64 test digits per k, two chunks of 32; one training seed per energy, the
-# fine-tuned energies of notebook 08; the classifier errs on 3.1 % of these clean digits). With paired 95 %
-# intervals over the digits, **no difference between the schedules is measurable at this sample size**:
-# energy-guided on the dual against geometric PC at the same ≈ 200 NFE, 37.5 / 12.5 / 18.8 / 9.4 % against 39.1 /
-# 14.1 / 17.2 / 6.2 % at k = 50 / 100 / 150 / 300 (differences −1.6 to +3.1 points, every interval about ±6–11
-# points around them), and the same schedule on the single energy (42.2 / 12.5 / 18.8 / 7.8 %) is level with the
-# dual's. The only separated comparison is with the Gaussian control at k = 50 (57.8 %: the dual's energy-guided
-# samples 20 points better, [−34.5, −6.1]); at k = 100 and 150 the control's 21.9 and 28.1 % are above every energy
-# sampler, but within the intervals. More NFE do not help the geometric schedule measurably: ×3 and ×10 the
-# levels give 43.8 / 15.6 / 12.5 / 4.7 % and 40.6 / 10.9 / 14.1 / 9.4 %, so "the NFE geometric needs to reach the
-# energy-guided error" (table above) is read off noise here: 1× at k = 150 and 300, ≈ 6.7× at k = 100, never
-# within 10× at k = 50. The previous run of this section (48 digits, one chunk, other noise) had the energy-guided
-# schedule ahead at every k by 2.5–11 points; with these intervals such a gap is within sampling error. The paper
+# **Reading this table** (the store's 320 test digits per k, 288 at k = 300: ten and nine chunks of 32; one
+# training seed per energy, the fine-tuned energies of notebook 08; the classifier errs on 3.4 % of these clean
+# digits). With paired 95 % intervals over the digits, **no difference between the energy-guided and the geometric
+# schedule is measurable at equal NFE (≈ 200)**: 42.2 / 18.8 / 18.8 / 6.9 % against 43.8 / 21.9 / 19.1 / 5.2 % at
+# k = 50 / 100 / 150 / 300 (differences −1.6, −3.1, −0.3, +1.7 points, intervals now ±2.5–5 points, e.g.
+# [−7.4, +1.1] at k = 100). The same schedule on the single (A-DSM-only) energy is level with the dual's (42.5 /
+# 18.1 / 15.9 / 5.6 %); its one separated pair, single ahead at k = 300 by 1.4 points [0.03, 2.75], is one of
+# twelve comparisons and sits at the edge of its interval: we read it as no difference. The energy samplers beat
+# the Gaussian control at k ≤ 150 (control 57.2 / 29.1 / 24.1 %; energy-guided dual 15.0, 10.3 and 5.3 points and
+# geometric PC 13.4, 7.2 and 5.0 points below it, intervals excluding 0); at k = 300 the control's 6.9 % equals the
+# energy-guided dual's. More NFE help the geometric schedule a
+# little: ten times the levels (≈ 2,000 NFE) gives 37.8 / 16.9 / 16.6 / 7.6 %, 5.9 and 5.0 points below 1× at
+# k = 50 and 100 (intervals just excluding 0), no measurable change at 150, and 2.4 points worse at 300 [0.2, 4.7].
+# The "NFE the geometric schedule needs to reach the energy-guided error" (table above: 1.65×, 3.0×, 1.3×, 1×) is
+# thus an interpolation between runs whose errors differ by less than their intervals; we read no speed-up from
+# it. PSNR (not the paper's measure) ranks ×10 geometric highest at every k (14.1 / 15.6 / 16.4 / 19.9 dB), the
+# energy-guided samples next (single 13.8 / 15.6 / 16.3 / 19.6, dual 13.6 / 15.3 / 16.0 / 19.2 dB, with ×3 geometric
+# among them), and geometric 1× and the Gaussian control last (13.0 / 14.8 / 15.6 / 18.4 and 12.8 / 14.2 / 15.4 /
+# 18.9 dB). Earlier runs of this section
+# (48 digits, then 64) had the energy-guided schedule ahead by 2.5–11 points, then level; with five times the
+# digits the gap is −3 to +2 points. The paper
 # (2,816 digits, ≈ 3,000 NFE) reports 46.1 / 9.8 / 4.1 / 1.0 % geometric against 34.5 / 7.6 / 1.9 / 1.2 %
-# energy-guided: our errors are of the same order at k = 50 and 100 and far above its 1–4 % at k ≥ 150. Two
+# energy-guided: its 11.6-point gain at k = 50 is not reproduced here (ours 1.6 points, difference interval [−6.4, +3.2]), and our
+# errors at k ≥ 100 are 2–10 times the paper's. Two
 # departures from the paper put this run out of family, neither about the schedule: (1) the k-pixel masks are
 # scattered single pixels with variance far below that of their neighbours, a pixel-diagonal Σ outside our
 # training family (centred boxes and half masks, `recipes.MNIST_COV_FAMILY`); the paper's MNIST model for this
 # experiment was trained on grids of up to 784 boxes with independent variances (reference §4, "autoregressive"
 # models). (2) The revealed pixels sit at variance 10⁻⁷ as in the paper, below our smallest training variance
-# 10⁻⁴. The store grows by ≈ 32 digits per k and 30 minutes of CPU; the issue's ≥ 1,000 digits per k are ≈ 15
-# hours here, and an energy trained on the paper's grid family is still to come.
+# 10⁻⁴. The store grows by 32 digits per k in ≈ 12 minutes of this CPU (four chunks of ≈ 3 min on the Intel Xeon
+# machine); the issue's ≥ 1,000 digits per k need ≈ 4.5 hours more, and an energy trained on the paper's grid
+# family is still to come.
 
 # %% [markdown]
 # ## 4 · Likelihoods: do test digits score above corrupted and out-of-distribution inputs?
