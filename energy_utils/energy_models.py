@@ -426,9 +426,9 @@ class GaussianBase(nn.Module):
     CACHE_MAX_DISTINCT = 64      # Σ-factors of at most this many distinct Σ are kept for the next call
 
     def _sigma_factors(self, e, inv, four, need_diag, apply_inv, abs2_in_basis) -> "_SigmaFactors":
-        """What depends on Σ only: the distinct rows of Σ (``first``, ``which``), the Cholesky factors L_u of
-        M = I + WᵀD⁻¹W, log det(C_k + Σ) and, when ``need_diag``, diag[B(C_k + Σ)⁻¹Bᴴ] = D⁻¹ − |B D⁻¹W L⁻ᵀ|² summed
-        over the k columns. A sampler evaluates the energy twice at one Σ (predictor, then corrector), so the
+        """What depends on Σ only: the row → distinct-Σ index ``which``, and per distinct Σ the Cholesky factor L_u
+        of M = I + WᵀD⁻¹W, log det(C_k + Σ) and, when ``need_diag``, diag[B(C_k + Σ)⁻¹Bᴴ] = D⁻¹ − |B D⁻¹W L⁻ᵀ|²
+        summed over the k columns. A sampler evaluates the energy twice at one Σ (predictor, then corrector), so the
         factors of the last Σ seen without a graph are kept and reused when the next call's Σ is bit-identical
         (same values, dtype and device, same base buffers): the reuse returns exactly what a recomputation would."""
         key = torch.cat([e.detach().flatten(1), four.detach().flatten(1).to(e.dtype)], 1)
