@@ -317,6 +317,29 @@ def _solve_by_group(L_u: torch.Tensor, which: torch.Tensor, t: torch.Tensor) -> 
     return z
 
 
+def _on_fourier_rows(x, f, pixel_value, fourier_fn):
+    """``pixel_value`` with the rows whose flag ``f`` is set replaced by ``fourier_fn(x[rows], rows)``: each row of
+    a :class:`GaussianBase` batch is pixel- or Fourier-diagonal, and the FFTs run on the Fourier rows only."""
+    rows = f.view(-1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return pixel_value
+    return pixel_value.index_copy(0, rows, fourier_fn(x[rows], rows))
+
+
+def _abs2_in_basis(x, f):
+    """|B x|²: x² for pixel rows, |unitary DFT of x|² for Fourier rows."""
+    def fourier(xr, rows):
+        fx = torch.fft.fft2(xr, norm="ortho")
+        return fx.real.pow(2) + fx.imag.pow(2)
+    return _on_fourier_rows(x, f, x.pow(2), fourier)
+
+
+def _apply_inv(x, d_inv, f):
+    """D⁻¹ x for x (B, n, H, W), D diagonal in each row's basis with inverse eigenvalues ``d_inv``."""
+    return _on_fourier_rows(x, f, x * d_inv, lambda xr, rows: torch.fft.ifft2(
+        torch.fft.fft2(xr, norm="ortho") * d_inv[rows], norm="ortho").real)
+
+
 class _SigmaFactors(NamedTuple):
     """The Σ-only factors of :class:`GaussianBase` for one batch of Σ (see ``GaussianBase._sigma_factors``)."""
     key: torch.Tensor
@@ -393,39 +416,22 @@ class GaussianBase(nn.Module):
         e = torch.where(four, symmetrize_spectrum(v, dims), v) + self.psi          # eigenvalues of D = Σ + ψI
         inv = 1.0 / e                                                              # (B, 1, H, W)
 
-        # Each row is either pixel- or Fourier-diagonal: the FFTs run on the Fourier rows only.
-        def on_fourier_rows(x, f, pixel_value, fourier_fn):
-            rows = f.view(-1).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                return pixel_value
-            return pixel_value.index_copy(0, rows, fourier_fn(x[rows], rows))
-
-        def abs2_in_basis(x, f):     # |B x|²: x² for pixel rows, |unitary DFT of x|² for Fourier rows
-            def fourier(xr, rows):
-                fx = torch.fft.fft2(xr, norm="ortho")
-                return fx.real.pow(2) + fx.imag.pow(2)
-            return on_fourier_rows(x, f, x.pow(2), fourier)
-
-        def apply_inv(x, d_inv, f):  # D⁻¹ x for x (B, n, H, W)
-            return on_fourier_rows(x, f, x * d_inv, lambda xr, rows: torch.fft.ifft2(
-                torch.fft.fft2(xr, norm="ortho") * d_inv[rows], norm="ortho").real)
-
-        f = self._sigma_factors(e, inv, four, cov_score, apply_inv, abs2_in_basis)
+        f = self._sigma_factors(e, inv, four, cov_score)
         w_flat = self.factor.to(y.dtype).reshape(k, -1)
         r = y - self.mean.to(y.dtype)
-        dr = apply_inv(r, inv, four)                                                # D⁻¹r
+        dr = _apply_inv(r, inv, four)                                                # D⁻¹r
         t = torch.einsum("kd,bd->bk", w_flat, dr.reshape(B, -1))
         z = _solve_by_group(f.L_u, f.which, t)                                      # M⁻¹WᵀD⁻¹r
-        alpha = dr - apply_inv(torch.einsum("kd,bk->bd", w_flat, z).reshape(r.shape), inv, four)   # (C_k + Σ)⁻¹ r
+        alpha = dr - _apply_inv(torch.einsum("kd,bk->bd", w_flat, z).reshape(r.shape), inv, four)   # (C_k + Σ)⁻¹ r
         energy = 0.5 * (r * alpha).flatten(1).sum(1) + 0.5 * f.logdet_u[f.which] + 0.5 * self.d * math.log(2 * math.pi)
         grad_logvar = None
         if cov_score:
-            grad_logvar = 0.5 * v * (f.diag_u[f.which] - abs2_in_basis(alpha, four))
+            grad_logvar = 0.5 * v * (f.diag_u[f.which] - _abs2_in_basis(alpha, four))
         return energy, alpha, grad_logvar
 
     CACHE_MAX_DISTINCT = 64      # Σ-factors of at most this many distinct Σ are kept for the next call
 
-    def _sigma_factors(self, e, inv, four, need_diag, apply_inv, abs2_in_basis) -> "_SigmaFactors":
+    def _sigma_factors(self, e, inv, four, need_diag) -> "_SigmaFactors":
         """What depends on Σ only: the row → distinct-Σ index ``which``, and per distinct Σ the Cholesky factor L_u
         of M = I + WᵀD⁻¹W, log det(C_k + Σ) and, when ``need_diag``, diag[B(C_k + Σ)⁻¹Bᴴ] = D⁻¹ − |B D⁻¹W L⁻ᵀ|²
         summed over the k columns. A sampler evaluates the energy twice at one Σ (predictor, then corrector), so the
@@ -442,7 +448,7 @@ class GaussianBase(nn.Module):
         e_u, inv_u, four_u = e[first], inv[first], four[first]
         k, U = self.rank, first.numel()
         w = self.factor.to(e.dtype)
-        dw = apply_inv(w.unsqueeze(0).expand(U, -1, -1, -1), inv_u, four_u)       # D⁻¹W per distinct Σ, (U, k, H, W)
+        dw = _apply_inv(w.unsqueeze(0).expand(U, -1, -1, -1), inv_u, four_u)       # D⁻¹W per distinct Σ, (U, k, H, W)
         w_flat, dw_flat = w.reshape(k, -1), dw.reshape(U, k, -1)
         M = torch.eye(k, dtype=e.dtype, device=e.device) + torch.einsum("kd,bld->bkl", w_flat, dw_flat)
         L_u = torch.linalg.cholesky(0.5 * (M + M.transpose(1, 2)))
@@ -450,7 +456,7 @@ class GaussianBase(nn.Module):
         diag_u = None
         if need_diag:
             yt = torch.linalg.solve_triangular(L_u, dw_flat, upper=False)          # L⁻¹WᵀD⁻¹ (k × d): Y = D⁻¹W L⁻ᵀ
-            diag_u = inv_u - abs2_in_basis(yt.reshape(U, k, *self.shape[1:]), four_u).sum(1, keepdim=True)
+            diag_u = inv_u - _abs2_in_basis(yt.reshape(U, k, *self.shape[1:]), four_u).sum(1, keepdim=True)
         f = _SigmaFactors(key, token, which, L_u, logdet_u, diag_u)
         if not e.requires_grad and U <= self.CACHE_MAX_DISTINCT:
             self._factor_cache = f
