@@ -451,7 +451,7 @@ for col, name in enumerate(ts_test):
         ax, t = axes[row, col], np.arange(TS_L)
         obs = masks[i].flatten().numpy()
         lo, hi = smp[:, i].flatten(1).quantile(0.05, 0), smp[:, i].flatten(1).quantile(0.95, 0)
-        ax.fill_between(t, lo.numpy(), hi.numpy(), color="C0", alpha=0.25, label="prior 90 % band")
+        ax.fill_between(t, lo.numpy(), hi.numpy(), color="C0", alpha=0.25, label="prior 5–95 % quantiles")
         ax.plot(t, smp[:, i].mean(0).flatten().numpy(), color="C0", label="prior mean")
         ax.plot(t, w[i].flatten().numpy(), color="k", lw=1, label="truth")
         ax.plot(t[obs], w[i].flatten().numpy()[obs], "k.", ms=4, label="observed")
@@ -461,7 +461,8 @@ for ax in axes[1]:
     ax.set_xlabel("time step in window")
 fig.tight_layout()
 report.save_figure(fig, "07_ts_examples", "Denoiser-prior imputation (top) and forecasting (bottom) on one test "
-                   "window of each series: posterior mean and 90 % band of 12 samples (seed 0), truth and observed steps.")
+                   "window of each series: posterior mean and the 5–95 % quantiles of 12 samples (seed 0; they cover less than "
+                   "90 % of the truths, see below), truth and observed steps.")
 
 # %% [markdown]
 # **Why are the prior's intervals too narrow?** A candidate cause, written down before this run: the sampler's β.
@@ -1019,7 +1020,7 @@ report.save_figure(fig, "07_pde_fields", "Burgers fields (space →, time ↑) o
 #   Forecasting 8 steps: MAE 0.365 [0.308, 0.421] vs seasonal naive 0.366; CRPS 0.299 [0.249, 0.348] vs the
 #   Gaussian control's 0.336 (the previous, under-trained GRUs gave 0.289 and a "holds"; the better-trained
 #   ones are further apart between seeds, so it is a tie now). Imputation ties the Kalman smoother (MAE 0.308 vs
-#   0.309). The prior's 90 % sample intervals cover 33–36 % of the truths (Kalman 79 %, Gaussian 70–74 %), so
+#   0.309). The prior's 5–95 % sample intervals cover 33–36 % of the truths (Kalman 78 %, Gaussian 70–74 %), so
 #   what it gains in CRPS comes from its mean, not its spread. Why, measured: 12 exact posterior samples cover
 #   only 0.71 themselves (the ensemble is too small for 5–95 % quantiles); the sampler with an exact prior loses
 #   0.03 more (β does not matter: 0.34 vs 0.36 at β = 0.01 and 0.1); the rest is two series whose test period
@@ -1028,10 +1029,10 @@ report.save_figure(fig, "07_pde_fields", "Burgers fields (space →, time ↑) o
 #   trend; 0.11) — while El Niño, unshifted, covers 0.61, with the controls. Anomaly AUROC 0.987 ties the
 #   Gaussian denoiser's residual (0.996).
 # - *Trajectories — the mechanism works, the classical optimiser is better.* The obstacle energy through the
-#   hybrid raises the prior's success from 0.23 to 0.79 [0.70, 0.87] (straight line 0.28), below trajectory
+#   hybrid raises the prior's success from 0.23 to 0.79 [0.69, 0.88] (straight line 0.28), below trajectory
 #   optimisation without a prior (0.955): does not hold, now clearly (the under-trained models' interval,
 #   [0.63, 0.91], had touched 0.955 and flipped between "does not hold" and a tie under float round-off).
-#   Started from the hybrid's samples, trajectory optimisation reaches 0.971 [0.947, 0.996]: no measurable
+#   Started from the hybrid's samples, trajectory optimisation reaches 0.968 [0.953, 0.983]: no measurable
 #   difference from the optimiser alone. The prior's paths are 4–16 % longer than the planner's and far rougher
 #   (median squared-second-difference ratio 77 for completion, 231 with the obstacle energy: the sampler stops at
 #   σ_L = 0.01, which is large against a 32-point path in the unit square).

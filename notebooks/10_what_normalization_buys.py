@@ -366,38 +366,39 @@ kp_table.set_index(["k", "method"])[["digits", "error %", "error 95% low", "erro
                                      "diff 95% low", "diff 95% high", "psnr", "nfe", "wall s/digit"]].round(2)
 
 # %% [markdown]
-# **Reading this table** (the store's 320 test digits per k, 288 at k = 300: ten and nine chunks of 32; one
-# training seed per energy, the fine-tuned energies of notebook 08; the classifier errs on 3.4 % of these clean
-# digits). With paired 95 % intervals over the digits, **no difference between the energy-guided and the geometric
-# schedule is measurable at equal NFE (≈ 200)**: 42.2 / 18.8 / 18.8 / 6.9 % against 43.8 / 21.9 / 19.1 / 5.2 % at
-# k = 50 / 100 / 150 / 300 (differences −1.6, −3.1, −0.3, +1.7 points, intervals now ±2.5–5 points, e.g.
-# [−7.4, +1.1] at k = 100). The same schedule on the single (A-DSM-only) energy is level with the dual's (42.5 /
-# 18.1 / 15.9 / 5.6 %); its one separated pair, single ahead at k = 300 by 1.4 points [0.03, 2.75], is one of
-# twelve comparisons and sits at the edge of its interval: we read it as no difference. The energy samplers beat
-# the Gaussian control at k ≤ 150 (control 57.2 / 29.1 / 24.1 %; energy-guided dual 15.0, 10.3 and 5.3 points and
-# geometric PC 13.4, 7.2 and 5.0 points below it, intervals excluding 0); at k = 300 the control's 6.9 % equals the
-# energy-guided dual's. More NFE help the geometric schedule a
-# little: ten times the levels (≈ 2,000 NFE) gives 37.8 / 16.9 / 16.6 / 7.6 %, 5.9 and 5.0 points below 1× at
-# k = 50 and 100 (intervals just excluding 0), no measurable change at 150, and 2.4 points worse at 300 [0.2, 4.7].
-# The "NFE the geometric schedule needs to reach the energy-guided error" (table above: 1.65×, 3.0×, 1.3×, 1×) is
-# thus an interpolation between runs whose errors differ by less than their intervals; we read no speed-up from
-# it. PSNR (not the paper's measure) ranks ×10 geometric highest at every k (14.1 / 15.6 / 16.4 / 19.9 dB), the
-# energy-guided samples next (single 13.8 / 15.6 / 16.3 / 19.6, dual 13.6 / 15.3 / 16.0 / 19.2 dB, with ×3 geometric
-# among them), and geometric 1× and the Gaussian control last (13.0 / 14.8 / 15.6 / 18.4 and 12.8 / 14.2 / 15.4 /
-# 18.9 dB). Earlier runs of this section
-# (48 digits, then 64) had the energy-guided schedule ahead by 2.5–11 points, then level; with five times the
-# digits the gap is −3 to +2 points. The paper
-# (2,816 digits, ≈ 3,000 NFE) reports 46.1 / 9.8 / 4.1 / 1.0 % geometric against 34.5 / 7.6 / 1.9 / 1.2 %
-# energy-guided: its 11.6-point gain at k = 50 is not reproduced here (ours 1.6 points, difference interval [−6.4, +3.2]), and our
-# errors at k ≥ 100 are 2–10 times the paper's. Two
+# **Reading this table** (the store's 704 test digits for k = 50 and 100, 672 for k = 150 and 300: 22 and 21
+# chunks of 32; one training seed per energy, the fine-tuned energies of notebook 08; the classifier errs on 3.0 % of
+# these clean digits). With paired 95 % intervals over the digits, **no difference between the energy-guided and
+# the geometric schedule is measurable at equal NFE (≈ 200)**: 41.9 / 22.6 / 21.3 / 8.2 % against 45.2 / 23.4 /
+# 20.4 / 7.6 % at k = 50 / 100 / 150 / 300 (differences −3.3 [−6.7, +0.1], −0.9 [−3.9, +2.2], +0.9 [−1.9, +3.7],
+# +0.6 [−1.1, +2.3] points; the k = 50 interval contains 0 by a tenth of a point). The same schedule on the single
+# (A-DSM-only) energy is level with the dual's (41.2 / 20.6 / 20.1 / 7.1 %; dual minus single +0.7 / +2.0 / +1.2 /
+# +1.0 points, every interval containing 0), so the normalization does not show in this task; the single's
+# energy-guided samples are the only arm separated from geometric PC at k = 50 (−4.0 [−7.5, −0.5]), one of many
+# comparisons in this table. The energy samplers beat the Gaussian control at k = 50 and 100 (control 55.4 /
+# 29.0 %; energy-guided dual 13.5 [9.0, 18.1] and 6.4 [2.8, 10.0] points below it, geometric PC 10.2 and 5.5);
+# at k = 150 only geometric PC is separated from the control's 24.1 % (3.7 [0.5, 7.0] points; energy-guided dual
+# 2.8 [−0.4, 6.1]), and at k = 300 the control's 8.2 % equals the energy-guided dual's. More NFE help the
+# geometric schedule a little at k = 50: ten times the levels (≈ 2,000 NFE) gives 39.8 / 21.4 / 18.8 / 7.9 %,
+# 5.4 points below 1× at k = 50 [1.6, 9.2], no measurable change at the other k (three times: 40.9 / 20.5 / 18.6 /
+# 6.7 %, also separated at k = 50 only, 4.3 [0.3, 8.2] below 1×). The "NFE the geometric schedule needs to reach the energy-guided error" (table above: 2.3×, 1.4×, 1×, 1×)
+# is thus an interpolation between runs whose errors differ by less than their intervals; we read no speed-up
+# from it. PSNR (not the paper's measure) ranks ×10 geometric highest at every k (13.9 / 15.5 / 16.3 / 19.8 dB),
+# the energy-guided samples next (single 13.7 / 15.4 / 16.2 / 19.5, dual 13.6 / 15.1 / 15.9 / 19.2 dB, with ×3
+# geometric among them), and geometric 1× and the Gaussian control last (13.0 / 14.7 / 15.4 / 18.3 and 12.7 / 14.2 /
+# 15.3 / 18.9 dB). How the gap moved as the store grew: 48 and 64 digits per k had the energy-guided schedule ahead
+# by 2.5–11 points, 320 (288 at k = 300) by −1.6 / −3.1 / −0.3 / +1.7 points, the ≈ 700 here by −3.3 / −0.9 / +0.9 /
+# +0.6. The paper (2,816 digits, ≈ 3,000 NFE) reports 46.1 / 9.8 / 4.1 / 1.0 % geometric against 34.5 / 7.6 / 1.9 /
+# 1.2 % energy-guided: its 11.6-point gain at k = 50 is not reproduced here (ours 3.3 points, interval
+# [−0.1, 6.7] in the paper's direction), and our errors at k ≥ 100 are 2–11 times the paper's. Two
 # departures from the paper put this run out of family, neither about the schedule: (1) the k-pixel masks are
 # scattered single pixels with variance far below that of their neighbours, a pixel-diagonal Σ outside our
 # training family (centred boxes and half masks, `recipes.MNIST_COV_FAMILY`); the paper's MNIST model for this
 # experiment was trained on grids of up to 784 boxes with independent variances (reference §4, "autoregressive"
 # models). (2) The revealed pixels sit at variance 10⁻⁷ as in the paper, below our smallest training variance
 # 10⁻⁴. The store grows by 32 digits per k in ≈ 12 minutes of this CPU (four chunks of ≈ 3 min on the Intel Xeon
-# machine); the issue's ≥ 1,000 digits per k need ≈ 4.5 hours more, and an energy trained on the paper's grid
-# family is still to come.
+# machine); the issue's ≥ 1,000 digits per k (1,024 = 32 chunks) need 42 more chunks, ≈ 2 hours, and an energy
+# trained on the paper's grid family is still to come.
 
 # %% [markdown]
 # ## 4 · Likelihoods: do test digits score above corrupted and out-of-distribution inputs?
