@@ -373,16 +373,17 @@ kp_table.set_index(["k", "method"])[["digits", "error %", "error 95% low", "erro
 # 20.4 / 7.6 % at k = 50 / 100 / 150 / 300 (differences −3.3 [−6.7, +0.1], −0.9 [−3.9, +2.2], +0.9 [−1.9, +3.7],
 # +0.6 [−1.1, +2.3] points; the k = 50 interval contains 0 by a tenth of a point). The same schedule on the single
 # (A-DSM-only) energy is level with the dual's (41.2 / 20.6 / 20.1 / 7.1 %; dual minus single +0.7 / +2.0 / +1.2 /
-# +1.0 points, every interval containing 0), so the normalization does not show in this task; the single's
-# energy-guided samples are the only arm separated from geometric PC at k = 50 (−4.0 [−7.5, −0.5]), one of many
-# comparisons in this table. The energy samplers beat the Gaussian control at k = 50 and 100 (control 55.4 /
+# +1.0 points, every interval containing 0), so the normalization does not show in this task; of the samplers at
+# ≈ 200 NFE only the single's energy-guided samples are separated from geometric PC, at k = 50 (−4.0 [−7.5, −0.5]),
+# one of many comparisons in this table. The energy samplers beat the Gaussian control at k = 50 and 100 (control 55.4 /
 # 29.0 %; energy-guided dual 13.5 [9.0, 18.1] and 6.4 [2.8, 10.0] points below it, geometric PC 10.2 and 5.5);
 # at k = 150 only geometric PC is separated from the control's 24.1 % (3.7 [0.5, 7.0] points; energy-guided dual
 # 2.8 [−0.4, 6.1]), and at k = 300 the control's 8.2 % equals the energy-guided dual's. More NFE help the
 # geometric schedule a little at k = 50: ten times the levels (≈ 2,000 NFE) gives 39.8 / 21.4 / 18.8 / 7.9 %,
 # 5.4 points below 1× at k = 50 [1.6, 9.2], no measurable change at the other k (three times: 40.9 / 20.5 / 18.6 /
-# 6.7 %, also separated at k = 50 only, 4.3 [0.3, 8.2] below 1×). The "NFE the geometric schedule needs to reach the energy-guided error" (table above: 2.3×, 1.4×, 1×, 1×)
-# is thus an interpolation between runs whose errors differ by less than their intervals; we read no speed-up
+# 6.7 %, also separated at k = 50 only, 4.3 [0.3, 8.2] below 1×). The "NFE the geometric schedule needs to
+# reach the energy-guided error" (table above: 2.3×, 1.4×, 1×, 1×) is thus an interpolation
+# between runs whose errors differ by less than their intervals; we read no speed-up
 # from it. PSNR (not the paper's measure) ranks ×10 geometric highest at every k (13.9 / 15.5 / 16.3 / 19.8 dB),
 # the energy-guided samples next (single 13.7 / 15.4 / 16.2 / 19.5, dual 13.6 / 15.1 / 15.9 / 19.2 dB, with ×3
 # geometric among them), and geometric 1× and the Gaussian control last (13.0 / 14.7 / 15.4 / 18.3 and 12.7 / 14.2 /
@@ -397,7 +398,8 @@ kp_table.set_index(["k", "method"])[["digits", "error %", "error 95% low", "erro
 # experiment was trained on grids of up to 784 boxes with independent variances (reference §4, "autoregressive"
 # models). (2) The revealed pixels sit at variance 10⁻⁷ as in the paper, below our smallest training variance
 # 10⁻⁴. The store grows by 32 digits per k in ≈ 12 minutes of this CPU (four chunks of ≈ 3 min on the Intel Xeon
-# machine); the issue's ≥ 1,000 digits per k (1,024 = 32 chunks) need 42 more chunks, ≈ 2 hours, and an energy
+# machine); from the store this run read, the issue's ≥ 1,000 digits per k (1,024 = 32 chunks) need 42 more
+# chunks, ≈ 2 hours (the README says how far the store has grown since), and an energy
 # trained on the paper's grid family is still to come.
 
 # %% [markdown]
