@@ -58,6 +58,9 @@ def test_run_resumes_from_the_store_and_ignores_other_settings(tmp_path, monkeyp
     calls.clear()
     kpixel.run(store, n_digits=8, max_time_s=-1.0, **args)
     assert calls == []                                          # no chunk starts once the budget is spent
+    said = []
+    kpixel.run(store, n_digits=8, max_time_s=0, **{**args, "log": said.append})
+    assert calls == [] and said and "reading the store only" in said[0]     # budget 0: read, do not extend
     store.write_text(store.read_text() + "{not json\n")
     with pytest.raises(ValueError, match="not a JSON line"):
         kpixel.read_store(store)
