@@ -226,11 +226,20 @@ class ImageEnergy(EnergyModel):
     (circular padding: the unshifted FFT grid is periodic) goes through its own embedding and is globally
     pooled: one gain per channel. Each embedding is computed only on the rows of its basis (the rows are
     reordered pixel-first inside ``s_theta`` and restored at the end).
+
+    ``pixel_gain="pooled"`` globally pools the pixel-Σ embedding too (one gain per channel, as for Fourier Σ; Σ then
+    reaches the network spatially only through u = P y): a leaner Σ path, which is what A-CSM's covariance score
+    differentiates twice (``scripts/bench_acsm.py`` measures the training-step cost of both; same parameters).
     """
 
+    PIXEL_GAINS = ("map", "pooled")
+
     def __init__(self, channels: int = 1, widths=(16, 32, 48), emb: int = 32, data_var: float = 0.25,
-                 identity: bool = True, bounded: bool = False):
+                 identity: bool = True, bounded: bool = False, pixel_gain: str = "map"):
         super().__init__()
+        if pixel_gain not in self.PIXEL_GAINS:
+            raise ValueError(f"pixel_gain must be one of {self.PIXEL_GAINS}, got {pixel_gain!r}")
+        self.pixel_gain = pixel_gain
         w1, w2, w3 = widths
         self.data_var = data_var
         self.identity = identity      # False: s_θ = P(g + offset), no ½⟨u, u⟩ term (U ≡ 0 at initialisation)
@@ -269,8 +278,11 @@ class ImageEnergy(EnergyModel):
         lvo, uo = lv[order], u[order]
         e1 = self.embed_pix(lvo[:n])                                  # (n, E, H, W) gain maps
         e_four = self.embed_four(lvo[n:]).mean((2, 3), keepdim=True)   # (B − n, E, 1, 1) per-channel gains
-        e2 = F.avg_pool2d(e1, 2, ceil_mode=True)
-        e3 = F.avg_pool2d(e2, 2, ceil_mode=True)
+        if self.pixel_gain == "pooled":
+            e1 = e2 = e3 = e1.mean((2, 3), keepdim=True)               # (n, E, 1, 1) per-channel gains
+        else:
+            e2 = F.avg_pool2d(e1, 2, ceil_mode=True)
+            e3 = F.avg_pool2d(e2, 2, ceil_mode=True)
         h1 = self.inp(uo, e1, e_four)
         h2 = self.down(F.avg_pool2d(h1, 2, ceil_mode=True), e2, e_four)
         h3 = self.mid1(F.avg_pool2d(h2, 2, ceil_mode=True), e3, e_four)

@@ -8,8 +8,9 @@
 2. ∇_yU (a forward and a backward pass of the energy) over a plain forward of the same backbone
    (D = y − Σ s_θ(y, Σ) under ``no_grad``), and ∇_yU with ∂U/∂log v from one call over ∇_yU alone, at inference.
 
-Models: notebook 08's MNIST ``ImageEnergy`` (batch 32, 28×28, half pixel- and half Fourier-type Σ), the same network
-as the residual of a ``GaussianResidualEnergy`` (rank-256 and rank-512 bases, fitted here on random images: the
+Models: notebook 08's MNIST ``ImageEnergy`` (batch 32, 28×28, half pixel- and half Fourier-type Σ) and three
+untrained variants with a leaner Σ path (gain embedding 8 instead of 32; per-channel ``pixel_gain="pooled"``),
+the same network as the residual of a ``GaussianResidualEnergy`` (rank-256 and rank-512 bases, fitted here on random images: the
 cost does not depend on the data; training step only) and its mixture ``VectorEnergy`` (d = 16, batch 256). Setting: 1 torch
 thread (``--threads``), the variants interleaved round by round in alternating order (so that drifts in machine
 load hit both alike), 2 warm-up rounds discarded, medians over the rounds; a ratio is the median of the per-round
@@ -112,6 +113,11 @@ def run_all(rounds: int = 10, threads: int = 1, device: str = "auto") -> tuple[l
     x = torch.rand(32, 1, 28, 28, generator=g).to(dev)
     cov = fam.sample(32, (1, 28, 28), g).to(device=dev)
     res = [measure("MNIST ImageEnergy", img, x, cov, rounds)]
+    # leaner Σ paths (untrained, same data): a narrower gain embedding, and per-channel (pooled) pixel-Σ gains
+    for emb, gain in ((8, "map"), (32, "pooled"), (8, "pooled")):
+        var = ImageEnergy(emb=emb, pixel_gain=gain).to(dev)
+        torch.nn.init.normal_(var.out.weight, std=0.01)
+        res.append(measure(f"MNIST ImageEnergy variant: gain embedding {emb}, {gain} pixel gains", var, x, cov, rounds))
     fit = torch.rand(1000, 1, 28, 28, generator=g)
     for rank in (256, 512):     # the two Gaussian-residual pairs of notebook 08 (recipes gres, gres512)
         gres = GaussianResidualEnergy.from_data(fit, rank).to(dev)

@@ -67,6 +67,31 @@ def test_image_energy_shapes_mixed_batch_and_inner_product():
     assert build_model("image", channels=2, widths=(8, 8, 8), emb=8)(y, cov).shape == (4,)
 
 
+def test_pooled_pixel_gain_is_spatially_constant_with_the_same_parameters_and_exact_scores():
+    """``pixel_gain="pooled"``: the gains of pixel-Σ rows are one per channel (the gain convolutions see a 1×1
+    embedding), the parameters are those of the default spatial-map variant, and the scores still match finite
+    differences of U in y and in log v."""
+    kw = dict(widths=(8, 8, 8), emb=4)
+    model = randomize(ImageEnergy(pixel_gain="pooled", **kw).double())
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == \
+        [(k, v.shape) for k, v in ImageEnergy(**kw).state_dict().items()]
+    seen = []
+    model.inp.gain.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[-2:]))
+    g = torch.Generator().manual_seed(5)
+    cov = CovFamily(var_min=1e-2, var_max=1e1, p_fourier=0.0).sample(2, (1, 6, 6), g, F64)
+    y = torch.randn(2, 1, 6, 6, generator=g, dtype=F64)
+    sc = energy_and_scores(model, y, cov)
+    assert seen[0] == (1, 1)
+    h, i = 1e-6, (0, 0, 2, 3)
+    e = torch.zeros_like(y)
+    e[i] = h
+    fd_y = (model(y + e, cov) - model(y - e, cov))[0] / (2 * h)
+    fd_v = (model(y, DiagCov(cov.log_var + e, cov.fourier)) - model(y, DiagCov(cov.log_var - e, cov.fourier)))[0] / (2 * h)
+    assert torch.allclose(sc.grad_y[i], fd_y, atol=1e-6) and torch.allclose(sc.grad_logvar[i], fd_v, atol=1e-6)
+    with pytest.raises(ValueError, match="pixel_gain"):
+        ImageEnergy(pixel_gain="spatial")
+
+
 @pytest.mark.parametrize("basis", ["pixel", "fourier"])
 def test_bounded_image_energy_scales_the_networks_share_of_the_denoiser_by_c(basis):
     """With ``bounded`` the network's term is ½⟨u, c g⟩, c = σ_d(σ_d² + Σ)^{−½}: for Σ = tI its share of the
