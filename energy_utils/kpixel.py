@@ -198,11 +198,8 @@ def run(store: Path, energies: dict, models: dict, gauss: GaussianMixture, class
             if (k, index) in have:
                 continue
             if max_time_s is not None and time.perf_counter() - t0 >= max_time_s:
-                if max_time_s == 0:
-                    log(f"k-pixel: reading the store only (no time to extend it); it lacks chunk {index} of k = {k} "
-                        f"and later ones of the first {n_digits} digits")
-                else:
-                    log(f"k-pixel: time budget of {max_time_s:.0f} s spent; stopping before chunk {index} of k = {k}")
+                log(f"k-pixel: no time left to extend the store (budget {max_time_s:.0f} s); it lacks chunk {index} "
+                    f"of k = {k} and later ones of the first {n_digits} digits, which are left out")
                 return _restrict(read_store(store, settings, models), n_digits)
             lo, hi = index * settings.chunk, (index + 1) * settings.chunk
             t1 = time.perf_counter()

@@ -60,7 +60,7 @@ def test_run_resumes_from_the_store_and_ignores_other_settings(tmp_path, monkeyp
     assert calls == []                                          # no chunk starts once the budget is spent
     said = []
     kpixel.run(store, n_digits=8, max_time_s=0, **{**args, "log": said.append})
-    assert calls == [] and said and "reading the store only" in said[0]     # budget 0: read, do not extend
+    assert calls == [] and said and "lacks chunk 2 of k = 50" in said[0]    # budget 0: read, say what is missing
     store.write_text(store.read_text() + "{not json\n")
     with pytest.raises(ValueError, match="not a JSON line"):
         kpixel.read_store(store)
