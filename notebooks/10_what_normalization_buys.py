@@ -373,11 +373,12 @@ kp_table.set_index(["k", "method"])[["digits", "error %", "error 95% low", "erro
 # at k = 50, by 2.8 points, and only just**: 40.0 / 21.7 / 19.8 / 7.9 % against 42.9 / 22.4 / 19.9 / 7.6 % at
 # k = 50 / 100 / 150 / 300 (differences −2.8 [−5.6, −0.04], −0.7 [−3.2, +1.9], −0.1 [−2.4, +2.2], +0.3 [−1.1, +1.7]
 # points). The k = 50 interval excludes 0 by 0.04 points, and it is one of the twelve `kpixel_claims` below, so we
-# read it as a small gain at the hardest k, not a firm one; at k ≥ 100 no difference is measurable. The gain is the
-# schedule's, not the normalization's: the same schedule on the single (A-DSM-only) energy is as far ahead at
-# k = 50 (39.8 %, −3.0 [−5.9, −0.2] against geometric PC) and level with the dual at every k (20.3 / 18.8 / 7.0 % at
-# k ≥ 100; dual minus single +0.2 / +1.4 / +1.0 / +0.9 points; only the k = 300 interval, [+0.002, +1.76],
-# excludes 0, barely and in the single's favour). Three times the geometric NFE buys about as much (39.7 / 19.3 / 17.6 / 7.1 %:
+# read it as a small gain at the hardest k, not a firm one, and for this one trained energy; at k ≥ 100 no
+# difference is measurable. The gain is the schedule's, not the normalization's: the same schedule on the single
+# (A-DSM-only) energy is as far ahead at k = 50 (39.8 %, −3.0 [−5.9, −0.2] against geometric PC) and level with the dual at every k (20.3 / 18.8 / 7.0 % at
+# k ≥ 100; dual minus single +0.2 / +1.4 / +1.0 / +0.9 points; only the k = 300 interval over digits, [+0.002,
+# +1.76], excludes 0, barely and in the single's favour, which with one training seed per energy is no measurable
+# difference between the energies). Three times the geometric NFE buys about as much (39.7 / 19.3 / 17.6 / 7.1 %:
 # −3.1 [−6.4, +0.1], −3.0 [−5.7, −0.4], −2.3 [−4.7, +0.0], −0.5 [−1.9, +0.9] points against 1×), ten times a
 # little more at k = 50 (37.6 / 20.6 / 17.6 / 7.0 %: −5.3 [−8.4, −2.2] at k = 50, intervals containing 0 at the
 # other k). The "NFE the geometric schedule needs to reach the energy-guided error" (table above: 2.7×, 1.3×,
@@ -513,7 +514,10 @@ report.check("the energy-guided schedule (dual) reaches s_end within its steps f
              float(eg.converged.astype(bool).mean()) if len(eg) else 0.0, 1.0, ">=")
 report.value("kpixel_error_percent", kp_table.pivot_table(index="k", columns="method", values="error %").to_dict())
 # The paper's claims, with paired 95 % intervals over digits (one training seed per energy): recorded, not asserted.
-# Written before the first run on the chunked store (2026-12-03).
+# Written before the first run on the chunked store (2026-12-03). Changed after the 1,024-digit run (2026-12-05),
+# whose digit-level interval for dual vs single at k = 300 excluded 0: that pair compares two trained models with one
+# training seed each, so its verdict is "no measurable difference" whatever the digits say; the digit-level verdict
+# is kept beside it (`digit_verdict`). The schedule and control pairs compare samplers on one energy: digits decide.
 kp_claims = {}
 kp_err = kp_rows.assign(error=100.0 * (kp_rows.pred != kp_rows.label)).pivot_table(index=["k", "digit"], columns="method",
                                                                                    values="error")
@@ -521,8 +525,11 @@ for k, sub in kp_err.groupby("k"):
     for a, b in (("energy-guided (dual)", "geometric PC (dual)"), ("energy-guided (dual)", "energy-guided (single)"),
                  ("energy-guided (dual)", "Gaussian control")):
         c = stats.compare_arms(sub[b], sub[a], b, a, paired=True)          # difference = a − b, per digit
-        kp_claims[f"k={k}: {a} below {b}"] = {"difference_pp": c.difference.mean, "low": c.difference.low,
-                                              "high": c.difference.high, "verdict": c.verdict, "digits": len(sub)}
+        two_trained_models = b == "energy-guided (single)"
+        kp_claims[f"k={k}: {a} below {b}"] = {
+            "difference_pp": c.difference.mean, "low": c.difference.low, "high": c.difference.high,
+            "verdict": f"one training seed per energy: {stats.NO_DIFFERENCE}" if two_trained_models else c.verdict,
+            "digit_verdict": c.verdict, "digits": len(sub)}
 report.value("kpixel_claims", kp_claims)
 at = pd.DataFrame(auroc_rows).set_index("energy")
 report.check("Gaussian controls: AUROC against uniform noise > 0.9 (min of the two)",
