@@ -136,6 +136,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Calla
         history = saved["history"]
         history.setdefault("val", [])
         history.pop("stopped_at", None)
+        if not getattr(scheduler, "done", False):
+            history.pop("converged_at", None)     # e.g. a finished training resumed for a final annealing
         start = saved["step"]
         history["resumed_from"] = start
         per_rank = saved.get("rng_ranks")
@@ -278,27 +280,47 @@ class PlateauLR:
     ``anneal_at`` (optional): from that step on, no more cuts; the rate reached there, r, follows a cosine to
     ``anneal_floor``·r over ``anneal_steps`` steps, lr(n) = r (f + (1 − f) ½(1 + cos(π min(1, (n − a)/S)))), and
     stays there (a final annealing phase for a training that a time budget ends before the plateau rule has cut
-    the rate; the caller's step cap ends it, ``done`` stays the plateau rule's)."""
+    the rate; the caller's step cap ends it, ``done`` stays the plateau rule's).
+
+    ``anneal_when_flat``: the same cosine as a last phase of a training the plateau rule ends: when the rule
+    would report ``done`` (the curve flat at the smallest rate), ``anneal_at`` becomes that step and ``done``
+    waits until the ``anneal_steps`` of the cosine are over (the weights then settle instead of wandering at a
+    constant rate). A state saved by a finished training without it anneals from its last step when resumed."""
 
     def __init__(self, optimizer, patience: int = 4, factor: float = 0.5, max_reductions: int = 3,
                  rel_tol: float = 0.005, warmup: int = 100, anneal_at: int | None = None, anneal_steps: int = 1000,
-                 anneal_floor: float = 0.02):
+                 anneal_floor: float = 0.02, anneal_when_flat: bool = False):
         if not 0 < factor < 1 or patience < 1 or max_reductions < 0:
             raise ValueError(f"need 0 < factor < 1, patience >= 1, max_reductions >= 0; got {factor}, {patience}, "
                              f"{max_reductions}")
-        if anneal_at is not None and (anneal_at < 0 or anneal_steps < 1 or not 0 < anneal_floor <= 1):
+        if (anneal_at is not None or anneal_when_flat) and (
+                (anneal_at or 0) < 0 or anneal_steps < 1 or not 0 < anneal_floor <= 1):
             raise ValueError(f"need anneal_at >= 0, anneal_steps >= 1, 0 < anneal_floor <= 1; got {anneal_at}, "
                              f"{anneal_steps}, {anneal_floor}")
+        if anneal_at is not None and anneal_when_flat:
+            raise ValueError("give anneal_at (a fixed step) or anneal_when_flat (when the plateau rule ends), not both")
         self.optimizer, self.patience, self.factor = optimizer, patience, factor
         self.max_reductions, self.rel_tol, self.warmup = max_reductions, rel_tol, warmup
         self.anneal_at, self.anneal_steps, self.anneal_floor = anneal_at, anneal_steps, anneal_floor
+        self.anneal_when_flat = anneal_when_flat
         self.base = [g["lr"] for g in optimizer.param_groups]
         self.count, self.best, self.bad, self.reductions = 0, float("inf"), 0, 0
         self._apply()
 
     @property
-    def done(self) -> bool:
+    def flat(self) -> bool:
+        """The plateau rule's verdict: ``max_reductions`` cuts done and the curve flat again."""
         return self.reductions > self.max_reductions
+
+    @property
+    def done(self) -> bool:
+        if not self.anneal_when_flat:
+            return self.flat
+        return self.flat and self.anneal_at is not None and self.count >= self.anneal_at + self.anneal_steps
+
+    def _anneal_if_flat(self):
+        if self.anneal_when_flat and self.flat and self.anneal_at is None:
+            self.anneal_at = self.count
 
     @property
     def annealing(self) -> bool:
@@ -327,14 +349,17 @@ class PlateauLR:
             self.bad += 1
             if self.bad >= self.patience:
                 self.reductions, self.bad = self.reductions + 1, 0
+        self._anneal_if_flat()
         self._apply()
 
     def state_dict(self):
-        return {k: getattr(self, k) for k in ("count", "best", "bad", "reductions")}
+        keys = ("count", "best", "bad", "reductions") + (("anneal_at",) if self.anneal_when_flat else ())
+        return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state):
         for k, v in state.items():
             setattr(self, k, v)
+        self._anneal_if_flat()
         self._apply()
 
 

@@ -274,6 +274,40 @@ def test_plateau_schedule_anneals_by_a_cosine_from_anneal_at_without_further_cut
         training.PlateauLR(opt, anneal_at=5, anneal_steps=0)
 
 
+def test_plateau_schedule_anneal_when_flat_adds_a_cosine_after_the_plateau_rule_ends(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    x = torch.randn(64, 2)
+    y = x @ torch.tensor([[1.0], [-2.0]])
+    validate = lambda m: {"val_loss": 1.0}                        # flat from the start: two cuts, then flat
+    loss_fn = lambda m, b: (m(b[0]) - b[1]).pow(2).mean()
+    plain = torch.optim.SGD(model.parameters(), lr=0.1)
+    ended = training.fit(model, plain, loss_fn, lambda s: (x, y), 1000, validate=validate, validate_every=5,
+                         scheduler=training.PlateauLR(plain, patience=1, factor=0.5, max_reductions=1, warmup=1),
+                         scratch=tmp_path)
+    flat_at = ended["converged_at"]
+    assert flat_at == 10                                          # validations at 0, 5, 10: cut at 5, flat at 10
+    # resumed with the final annealing: the finished state anneals from its last step and ends anneal_steps later
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = training.PlateauLR(opt, patience=1, factor=0.5, max_reductions=1, warmup=1, anneal_when_flat=True,
+                               anneal_steps=20, anneal_floor=0.02)
+    hist = training.fit(model, opt, loss_fn, lambda s: (x, y), 1000, validate=validate, validate_every=5,
+                        scheduler=sched, scratch=tmp_path)
+    assert sched.anneal_at == flat_at and hist["converged_at"] == flat_at + 20 and sched.done
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 * 0.02)
+    assert training.PlateauLR(opt, anneal_when_flat=True).state_dict()["anneal_at"] is None
+    # from scratch the same: the annealing starts where the plateau rule ends
+    model3 = torch.nn.Linear(2, 1)
+    opt3 = torch.optim.SGD(model3.parameters(), lr=0.1)
+    fresh = training.PlateauLR(opt3, patience=1, factor=0.5, max_reductions=1, warmup=1, anneal_when_flat=True,
+                               anneal_steps=20)
+    h3 = training.fit(model3, opt3, loss_fn, lambda s: (x, y), 1000, validate=validate, validate_every=5,
+                      scheduler=fresh)
+    assert fresh.anneal_at == 10 and h3["converged_at"] == 30
+    with pytest.raises(ValueError, match="not both"):
+        training.PlateauLR(opt, anneal_at=5, anneal_when_flat=True)
+
+
 def test_hardware_description_names_the_cpu_model_and_threads():
     text = runtime.describe_hardware(torch.device("cpu"))
     assert text.startswith("CPU ") and runtime.cpu_model() in text and f"{torch.get_num_threads()} torch threads" in text
