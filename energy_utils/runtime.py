@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import zlib
 
 import numpy as np
 import torch
@@ -37,6 +38,13 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def named_generator(seed: int, *names: str) -> torch.Generator:
+    """A CPU generator seeded by ``seed + crc32("/".join(names)) mod 100,003``: one noise stream per named part
+    of a run (e.g. a sampler on a task), the same whatever else the run does before it. (Notebooks 04 and 06
+    predate it and seed their runs from names in their own ways.)"""
+    return torch.Generator().manual_seed(seed + zlib.crc32("/".join(names).encode()) % 100_003)
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -51,7 +51,6 @@ RETRAIN = False           # retrain the MNIST regression references here (the en
 
 # %%
 import math
-import zlib
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -64,7 +63,7 @@ from energy_utils.densities import GaussianMixture, benchmark_mixture
 from energy_utils.energy_training import load_energy_model
 from energy_utils.operators import circular_gaussian_blur
 from energy_utils.reporting import Report
-from energy_utils.runtime import configure_threads, pick_device, pick_profile, seed_everything
+from energy_utils.runtime import configure_threads, named_generator, pick_device, pick_profile, seed_everything
 
 configure_threads()
 gen = seed_everything(SEED)
@@ -671,7 +670,7 @@ METHODS = {"box": CONTROL_METHODS + ["PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (
 # `pick_knob`, the rule section 1 and the classical controls use: the same budget of tuning for every energy
 # sampler, and the same data the classical controls' knobs were chosen on. A run that diverges scores +∞. Every
 # knob of one sampler on one task sees the same sampling noise (a generator seeded from the task and sampler
-# names, fresh for each knob: a paired comparison), and the test runs below seed each sampler's noise the same
+# names, `runtime.named_generator`, fresh for each knob: a paired comparison), and the test runs below seed each sampler's noise the same
 # way, so no sampler's numbers depend on which samplers ran before it (until 2026-12-05 one generator ran through
 # all of them in turn, so adding a sampler or a knob value shifted the noise of every sampler after it).
 # **RED-Diff starts at the tuned truncated pseudo-inverse** (the control above; for the masks and SR, whose singular values are all equal, that
@@ -681,11 +680,6 @@ METHODS = {"box": CONTROL_METHODS + ["PC-MALA", "DPS", "RED-Diff", "DAPS", "KS (
 # 3·10⁻² before inverting, so its "pseudo-inverse" start was a truncated one too.
 
 # %%
-def method_generator(task, method, offset):
-    """The noise of one sampler on one task, seeded from their names (and ``offset``: tuning or test run)."""
-    return torch.Generator().manual_seed(SEED + offset + zlib.crc32(f"{task}/{method}".encode()) % 100_003)
-
-
 mn_knob, mn_tune_rows = {}, []
 for task in MN_TASKS:
     for method in METHODS[task]:
@@ -693,7 +687,8 @@ for task in MN_TASKS:
             continue
         mn_knob[(task, method)], val_mse = pick_knob(
             MN_KNOBS[method][: mn_cfg["mn_grid"]],
-            lambda knob: (mnist_sampler(method, task, y_val[task], 1, knob, method_generator(task, method, 80))[0][:, 0].clamp(0, 1) - mn_val).pow(2).mean())
+            lambda knob: (mnist_sampler(method, task, y_val[task], 1, knob, named_generator(SEED + 80, task, method))
+                          [0][:, 0].clamp(0, 1) - mn_val).pow(2).mean())
         mn_tune_rows += [{"task": task, "method": method, "knob": str(k), "diverged": not math.isfinite(v),
                           "validation MSE": v if math.isfinite(v) else None, "chosen": k == mn_knob[(task, method)]}
                          for k, v in val_mse.items()]
@@ -718,7 +713,7 @@ for task in MN_TASKS:
     for method in METHODS[task]:
         try:
             xs, info = mnist_sampler(method, task, y_mn[task], n_s, mn_knob.get((task, method)),
-                                     method_generator(task, method, 78))
+                                     named_generator(SEED + 78, task, method))
         except ps.SamplerDivergence as err:
             mn_rows.append({"task": task, "method": method, "diverged": str(err)})
             continue

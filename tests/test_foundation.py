@@ -78,6 +78,17 @@ def test_smoke_outputs_never_go_to_the_repository(monkeypatch):
         runtime.check_profile("fast")
 
 
+def test_named_generator_gives_one_stream_per_name_whatever_ran_before():
+    a = runtime.named_generator(78, "box", "DPS")
+    torch.randn(5, generator=runtime.named_generator(78, "box", "PC-MALA"))      # another stream drawn first
+    b = runtime.named_generator(78, "box", "DPS")
+    assert torch.equal(torch.randn(4, generator=a), torch.randn(4, generator=b))
+    assert not torch.equal(torch.randn(4, generator=runtime.named_generator(78, "box", "DPS")),
+                           torch.randn(4, generator=runtime.named_generator(78, "pixels", "DPS")))
+    assert not torch.equal(torch.randn(4, generator=runtime.named_generator(78, "box", "DPS")),
+                           torch.randn(4, generator=runtime.named_generator(80, "box", "DPS")))
+
+
 def test_seed_everything_is_deterministic():
     runtime.seed_everything(5)
     a = torch.randn(3)
