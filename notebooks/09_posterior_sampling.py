@@ -453,8 +453,10 @@ report.value("learned_vs_exact_sw2_ratio", {
 # ## 2 · MNIST inverse problems
 #
 # The MNIST energy of notebook 08 (`08_mnist_energy_gres512btft_dual`: a learned, bounded residual on a rank-512 PCA
-# Gaussian of the training digits, trained with A-DSM and fine-tuned with A-DSM + A-CSM; its training state and
-# budget in all are in the table below) as the prior of every sampler, on four tasks, each with measurement noise σ_n = 0.05:
+# Gaussian of the training digits, trained with A-DSM and fine-tuned with A-DSM + A-CSM jointly at λ = 4; its
+# training state and budget in all are in the table below; notebook 08 now evaluates a dual whose A-CSM trains a
+# Σ-only offset head on the fine-tuned single instead, which this notebook has not been re-run on yet) as the prior
+# of every sampler, on four tasks, each with measurement noise σ_n = 0.05:
 #
 # * `box`: the centred 14×14 box unobserved; `pixels`: 25 % of the pixels observed at random (masks: the
 #   paper's PC sampler applies, with MALA correctors);

@@ -217,8 +217,10 @@ noise_table = report.table("noise_level_posterior", noise_rows)
 #   [10⁻³, 10] (it holds the true values).
 #
 # Energies: the dual and single MNIST energies of notebook 08 (learned, bounded residuals on a rank-512 PCA
-# Gaussian of the training digits, one A-DSM training fine-tuned with and without A-CSM; at initialisation they
-# equal the full Gaussian control up to its rank), the **per-pixel Gaussian control** (no network:
+# Gaussian of the training digits, one A-DSM training fine-tuned with and without A-CSM jointly, λ = 4:
+# `recipes.MNIST_ENERGY_RECIPES`; at initialisation they equal the full Gaussian control up to its rank; notebook
+# 08's current dual, whose A-CSM trains a Σ-only offset head on the fine-tuned single, is not evaluated here yet:
+# the k-pixel store below takes ≈ 6 h to rebuild), the **per-pixel Gaussian control** (no network:
 # independent pixels with the training digits' means and variances) and the full Gaussian control N(μ, C + Σ).
 # Reported: hit rate (θ̂ = θ) and median |θ̂ − θ|.
 

@@ -353,3 +353,72 @@ def test_gaussian_base_reuses_the_factors_of_a_repeated_covariance_bit_for_bit()
     base._factor_cache = None
     energy_and_scores(model, y2, DiagCov(lv, other.fourier), create_graph=True)
     assert base._factor_cache is None                       # factors with a graph are never cached
+
+
+def _with_offset(model):
+    """The residual model of ``_residual_model`` with a SigmaOffset head of random (non-zero) weights."""
+    from energy_utils.energy_models import GaussianResidualEnergy
+    off = GaussianResidualEnergy(model.base.shape, model.base.rank, dict(widths=(8, 8, 8), emb=8), offset=True).double()
+    missing, unexpected = off.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("offset.") for k in missing)
+    torch.manual_seed(3)
+    for p in off.offset.parameters():
+        p.data.normal_(0, 0.3)
+    return off
+
+
+def test_sigma_offset_is_zero_at_initialisation_and_adds_a_sigma_only_term():
+    """U = U_G + U_θ + c(Σ): the head starts at zero; once trained it changes U by a function of Σ alone, so the
+    denoiser (∇_yU) is the model's without it, and its ∂c/∂log v (autograd) matches central differences of c,
+    for a batch of pixel and Fourier rows (any row order)."""
+    from energy_utils.energy_models import GaussianResidualEnergy, energy_and_scores
+    model, _ = _residual_model()
+    fresh = GaussianResidualEnergy(model.base.shape, model.base.rank, dict(widths=(8, 8, 8), emb=8), offset=True).double()
+    cov = CovFamily(var_min=1e-3, var_max=10.0).sample(6, (1, 6, 6), torch.Generator().manual_seed(2), torch.float64)
+    cov = DiagCov(cov.log_var, torch.tensor([True, False, False, True, False, True]))
+    assert torch.count_nonzero(fresh.offset(cov)) == 0
+    off = _with_offset(model)
+    y = torch.rand(6, 1, 6, 6, dtype=torch.float64)
+    a, b = energy_and_scores(model, y, cov), energy_and_scores(off, y, cov)
+    c = off.offset(cov)
+    assert c.abs().min() > 1e-3
+    assert torch.allclose(b.energy, a.energy + c, atol=1e-10) and torch.allclose(off(y, cov), b.energy, atol=1e-10)
+    assert torch.equal(b.grad_y, a.grad_y)
+    _, gc = off.offset.grad_logvar(cov)
+    assert torch.allclose(b.grad_logvar, a.grad_logvar + gc, atol=1e-10)
+    h, coord = 1e-5, (0, 2, 3)
+    for row in (1, 3):                                               # a pixel row, a Fourier row
+        up, dn = cov.log_var.clone(), cov.log_var.clone()
+        up[(row, *coord)] += h
+        dn[(row, *coord)] -= h
+        fd = (off.offset(DiagCov(up, cov.fourier))[row] - off.offset(DiagCov(dn, cov.fourier))[row]) / (2 * h)
+        assert torch.allclose(fd, gc[(row, *coord)], rtol=1e-5, atol=1e-8)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    assert torch.allclose(off.offset(DiagCov(cov.log_var[perm], cov.fourier[perm])), c[perm], atol=1e-12)
+    with pytest.raises(ValueError, match="variance maps"):
+        off.offset(DiagCov.isotropic(1.0, (1, 5, 5), dtype=torch.float64).expand_batch(2))
+
+
+def test_training_the_offset_head_alone_skips_the_frozen_networks_second_derivative():
+    """With every parameter but the offset head's frozen, the training loss gives gradients to the head only, and
+    the same gradients whether or not the frozen network's scores keep their graph."""
+    from energy_utils.score_losses import score_matching_loss
+    model, x = _residual_model()
+    off = _with_offset(model)
+    for n, p in off.named_parameters():
+        p.requires_grad_(n.startswith("offset."))
+    cov = CovFamily(var_min=1e-3, var_max=10.0).sample(6, (1, 6, 6), torch.Generator().manual_seed(4), torch.float64)
+    eps = cov.sample(1, torch.Generator().manual_seed(5)).double()
+    loss, _ = score_matching_loss(off, x[:6], cov, dual=True, csm_weight=4.0, eps=eps)
+    # every weight of the head gets a gradient; its last bias adds a constant to U, which no loss sees (the anchor
+    # absorbs it), so it stays at zero
+    head = [p for n, p in off.offset.named_parameters() if n != "nets.pixel.4.bias" and n != "nets.fourier.4.bias"]
+    g_fast = torch.autograd.grad(loss, head)
+    assert all(torch.count_nonzero(g) > 0 for g in g_fast)
+    y = (x[:6] + eps).requires_grad_(True)                              # y requiring grad: the network keeps its graph
+    sc = off.scores(y, cov, create_graph=True)
+    assert sc.grad_y.requires_grad
+    from energy_utils.score_losses import acsm_loss, adsm_loss
+    slow = adsm_loss(sc.grad_y, eps, cov).mean() + 4.0 * acsm_loss(sc.grad_logvar, eps, cov).mean()
+    g_slow = torch.autograd.grad(slow, head)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g_fast, g_slow))

@@ -136,6 +136,17 @@ def test_seed_recipes_differ_from_the_current_pair_only_by_their_training_seed()
             assert checkpoints.load_checkpoint(name)["meta"]["steps"] == recipes.MNIST_ENERGY_ANNEAL_STEPS
 
 
+def test_offset_duals_start_from_the_single_of_their_seed_and_train_one_annealing():
+    for seed, names in recipes.MNIST_OFFSET_SEED_RECIPES.items():
+        assert names["single"] == recipes.MNIST_ENERGY_SEED_RECIPES[seed]["single"]
+        meta = recipes.get(names["dual"]).model_meta(None)
+        assert meta["init_from"] == names["single"] and meta["seed"] == seed and meta["dual"]
+        assert meta["kwargs"]["offset"] is True and meta["anneal"] == {"at": 0, "steps": recipes.MNIST_ENERGY_ANNEAL_STEPS}
+        trained = checkpoints.load_checkpoint(names["dual"])["meta"]                 # committed
+        assert trained["steps"] == recipes.MNIST_ENERGY_ANNEAL_STEPS and trained["init_from"] == names["single"]
+    assert recipes.MNIST_OFFSET_ENERGY_RECIPES == recipes.MNIST_OFFSET_SEED_RECIPES[0]
+
+
 def test_training_budget_adds_the_start_of_a_fine_tuned_model():
     start = recipes.training_budget("08_mnist_energy_gres512bt_single")
     tuned = recipes.training_budget("08_mnist_energy_gres512btft_dual")
@@ -157,3 +168,25 @@ def test_validation_curve_of_a_fine_tuned_model_continues_its_start():
     assert curve[: len(start)] == start and steps == sorted(steps) and len(set(steps)) == len(steps)
     assert curve[-1]["step"] == recipes.training_budget("08_mnist_energy_gres512btft_dual")["steps"]
     assert curve[-1]["val_loss"] == own[-1]["val_loss"] and len(curve) == len(start) + len(own) - 1   # own step 0 = start's end
+
+
+def test_offset_recipe_trains_the_offset_head_alone_from_its_trained_start_and_reloads():
+    """``offset_only``: the fine-tuned single plus a SigmaOffset head, the head the only trainable part (so the
+    denoiser stays the single's), recorded in the metadata so that the checkpoint rebuilds with its head."""
+    torch.set_num_threads(1)
+    name = "08_mnist_energy_gres512btfto_dual"
+    for f in recipes.paths.scratch_dir("smoke", name).glob("*"):
+        f.unlink()
+    start, _ = load_energy_model("08_mnist_energy_gres512btft_single", "full")
+    model, meta = recipes.train(name, "smoke", "cpu", max_time_s=1e-9)      # stops after its first step
+    assert meta["kwargs"]["offset"] is True and meta["dual"] and meta["init_from"] == "08_mnist_energy_gres512btft_single"
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("offset.") for n in trained)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in start.state_dict().items())   # everything else is the start's
+    assert torch.count_nonzero(model.offset.nets["pixel"][-1].weight) > 0          # the head moved
+    again, m = load_energy_model(name, "smoke")
+    assert again.offset is not None and m["steps"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), state.values()))
+    with pytest.raises(ValueError, match="init_from and dual"):
+        recipes._mnist_energy_recipe(False, True, 512, offset_only=True, init_from="08_mnist_energy_gres512btft_single")
