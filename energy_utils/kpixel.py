@@ -270,9 +270,10 @@ def nfe_to_match(summary: pd.DataFrame, target: str = "energy-guided (dual)") ->
 
 
 def main(argv=None):
-    """``python -m energy_utils.kpixel run --digits 1000 [--hours H]``: extend the committed store of the full
-    profile (``data/runs/10_kpixel.jsonl``) with the chunks it lacks, on the MNIST energies of
-    ``recipes.MNIST_ENERGY_RECIPES`` and notebook 03's classifier."""
+    """``python -m energy_utils.kpixel run --digits 1000 [--hours H] [--pair joint|offset]``: extend the committed
+    store of the full profile (``data/runs/10_kpixel.jsonl``) with the chunks it lacks, on an MNIST energy pair
+    (:data:`ENERGY_PAIRS`) and notebook 03's classifier. Chunks of both pairs can share the store: each is read
+    only with its own weights."""
     import argparse
 
     from .paths import runs_dir
@@ -286,33 +287,41 @@ def main(argv=None):
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--device", default="auto")
     r.add_argument("--store", default=str(runs_dir("full") / STORE_NAME))
+    r.add_argument("--pair", default="joint", choices=sorted(ENERGY_PAIRS))
     a = p.parse_args(argv)
     configure_threads(a.threads)
     device = pick_device(a.device)
-    store_run(Path(a.store), a.digits, device, None if a.hours is None else a.hours * 3600)
+    store_run(Path(a.store), a.digits, device, None if a.hours is None else a.hours * 3600, pair=a.pair)
 
 
-def default_models() -> dict:
-    """The committed weights a chunk depends on: the MNIST energies of ``recipes.MNIST_ENERGY_RECIPES`` and
-    notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
+# the MNIST energy pairs a store can be built on: notebook 10's (the jointly fine-tuned pair, until it is re-run)
+# and notebook 08's current one (the fine-tuned single and its A-CSM-trained Σ-only offset dual)
+ENERGY_PAIRS = {"joint": "MNIST_ENERGY_RECIPES", "offset": "MNIST_OFFSET_ENERGY_RECIPES"}
+
+
+def default_models(pair: str = "joint") -> dict:
+    """The committed weights a chunk depends on: the MNIST energies of ``pair`` (:data:`ENERGY_PAIRS`: by default
+    ``recipes.MNIST_ENERGY_RECIPES``) and notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
     which loading verifies). Written in every chunk's header and matched when the store is read, so chunks run
     with weights retrained under the same name are never mixed with older ones."""
     from . import recipes
     from .checkpoints import committed_sha256
-    names = {arm: recipes.MNIST_ENERGY_RECIPES[arm] for arm in ("dual", "single")}
+    if pair not in ENERGY_PAIRS:
+        raise ValueError(f"unknown energy pair {pair!r}; choose one of {sorted(ENERGY_PAIRS)}")
+    names = {arm: getattr(recipes, ENERGY_PAIRS[pair])[arm] for arm in ("dual", "single")}
     names["classifier"] = CLASSIFIER
     return {role: {"name": name, "sha256": committed_sha256(name)[:16]} for role, name in names.items()}
 
 
 def store_run(store: Path, n_digits: int, device, max_time_s=None, settings: KPixelSettings = KPixelSettings(),
-              log=print, disable: bool | None = None) -> pd.DataFrame:
+              log=print, disable: bool | None = None, pair: str = "joint") -> pd.DataFrame:
     """:func:`run` on the committed MNIST energies, notebook 03's classifier, the Gaussian control of the training
     digits (``data.load_mnist("fit")``, full sample covariance + 10⁻⁴ I) and the test digits."""
     from . import denoisers
     from .data import load_mnist
     from .energy_training import load_energy_model
 
-    models = default_models()
+    models = default_models(pair)
     energies = {arm: load_energy_model(models[arm]["name"], "full", device)[0] for arm in ("dual", "single")}
     classifier, _ = denoisers.load_denoiser(models["classifier"]["name"], "full", device)
     fit, test = load_mnist("fit"), load_mnist("test")

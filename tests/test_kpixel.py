@@ -118,6 +118,11 @@ def test_default_models_name_the_committed_weights_by_checksum():
         assert entry["sha256"] == checkpoints.committed_sha256(entry["name"])[:16]
     with pytest.raises(KeyError, match="RETRAIN"):
         checkpoints.committed_sha256("no_such_model")
+    offset = kpixel.default_models("offset")                    # notebook 08's pair: another dual, the same single
+    assert offset["dual"]["name"] == recipes.MNIST_OFFSET_ENERGY_RECIPES["dual"] != models["dual"]["name"]
+    assert offset["single"] == models["single"] and offset["dual"]["sha256"] != models["dual"]["sha256"]
+    with pytest.raises(ValueError, match="unknown energy pair"):
+        kpixel.default_models("plain")
 
 
 def test_store_run_on_the_committed_weights_writes_headers_with_checksums_and_hardware(tmp_path):
