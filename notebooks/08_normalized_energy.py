@@ -1115,7 +1115,7 @@ per_seed = pd.DataFrame([{"seed": sd, **{f"{arm} {what}": f(seed_tab[f"{arm} see
                                                          ("wins", lambda c: int((c < 1).sum())),
                                                          ("worst", lambda c: float(c.max())))}} for sd in SEEDS])
 report.table("mnist_denoising_over_seeds", seed_tab, show=False)
-report.table("mnist_denoising_per_seed", per_seed)
+report.table("mnist_denoising_per_seed", per_seed, show=False)
 joint_vs_dual = compare_arms(np.log(per_seed["joint dual geomean"]), np.log(per_seed["dual geomean"]), "joint dual",
                              "dual", paired=True)
 seed_summary = {arm: {"geomean": seed_interval(per_seed[f"{arm} geomean"]).as_dict(),
@@ -1169,7 +1169,7 @@ csm_tab = pd.DataFrame(csm_rows)
 joint_ref = csm_tab.set_index("model").loc[f"joint dual, λ = {JOINT_LAMBDA:g}", "A-CSM loss"]
 csm_tab["as is / joint dual"] = csm_tab["A-CSM loss"] / joint_ref
 csm_tab["shifted / joint dual"] = csm_tab["after the best Σ-only shift"] / joint_ref
-report.table("mnist_acsm_sigma_only_share", csm_tab)
+report.table("mnist_acsm_sigma_only_share", csm_tab, show=False)
 by_model = csm_tab.set_index("model")
 report.check("A-CSM's correction of the single is a Σ-only offset: the single's A-CSM loss after its best Σ-only "
              "shift, over the joint λ = 4 dual's as it is", by_model.loc["single", "shifted / joint dual"], 1.15, "<=",
