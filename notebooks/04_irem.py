@@ -516,7 +516,7 @@ report.table("per_seed_20x20", big)
 big_summary = main_table(list(CONTINUOUS), df=big)
 big_summary["reference_20x20"] = ["{} / {}".format(*REF_TRIVIAL_20[(t, m.split(":")[-1])]) if (t, m.split(":")[-1]) in REF_TRIVIAL_20
                                   else "" for t, m in zip(big_summary.task, big_summary.method)]
-report.table("continuous_20x20", big_summary)
+report.table("continuous_20x20", big_summary, show=False)
 big_verdicts = []
 for name in CONTINUOUS:
     for split in SPLITS:
