@@ -272,7 +272,7 @@ def nfe_to_match(summary: pd.DataFrame, target: str = "energy-guided (dual)") ->
 def main(argv=None):
     """``python -m energy_utils.kpixel run --digits 1000 [--hours H] [--pair joint|offset]``: extend the committed
     store of the full profile (``data/runs/10_kpixel.jsonl``) with the chunks it lacks, on an MNIST energy pair
-    (:data:`ENERGY_PAIRS`) and notebook 03's classifier. Chunks of both pairs can share the store: each is read
+    (``recipes.MNIST_ENERGY_PAIRS``) and notebook 03's classifier. Chunks of both pairs can share the store: each is read
     only with its own weights."""
     import argparse
 
@@ -287,28 +287,24 @@ def main(argv=None):
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--device", default="auto")
     r.add_argument("--store", default=str(runs_dir("full") / STORE_NAME))
-    r.add_argument("--pair", default="joint", choices=sorted(ENERGY_PAIRS))
+    r.add_argument("--pair", default="joint", choices=("joint", "offset"))
     a = p.parse_args(argv)
     configure_threads(a.threads)
     device = pick_device(a.device)
     store_run(Path(a.store), a.digits, device, None if a.hours is None else a.hours * 3600, pair=a.pair)
 
 
-# the MNIST energy pairs a store can be built on: notebook 10's (the jointly fine-tuned pair, until it is re-run)
-# and notebook 08's current one (the fine-tuned single and its A-CSM-trained Σ-only offset dual)
-ENERGY_PAIRS = {"joint": "MNIST_ENERGY_RECIPES", "offset": "MNIST_OFFSET_ENERGY_RECIPES"}
-
 
 def default_models(pair: str = "joint") -> dict:
-    """The committed weights a chunk depends on: the MNIST energies of ``pair`` (:data:`ENERGY_PAIRS`: by default
+    """The committed weights a chunk depends on: the MNIST energies of ``pair`` (``recipes.MNIST_ENERGY_PAIRS``: by default
     ``recipes.MNIST_ENERGY_RECIPES``) and notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
     which loading verifies). Written in every chunk's header and matched when the store is read, so chunks run
     with weights retrained under the same name are never mixed with older ones."""
     from . import recipes
     from .checkpoints import committed_sha256
-    if pair not in ENERGY_PAIRS:
-        raise ValueError(f"unknown energy pair {pair!r}; choose one of {sorted(ENERGY_PAIRS)}")
-    names = {arm: getattr(recipes, ENERGY_PAIRS[pair])[arm] for arm in ("dual", "single")}
+    if pair not in recipes.MNIST_ENERGY_PAIRS:
+        raise ValueError(f"unknown energy pair {pair!r}; choose one of {sorted(recipes.MNIST_ENERGY_PAIRS)}")
+    names = {arm: recipes.MNIST_ENERGY_PAIRS[pair][arm] for arm in ("dual", "single")}
     names["classifier"] = CLASSIFIER
     return {role: {"name": name, "sha256": committed_sha256(name)[:16]} for role, name in names.items()}
 

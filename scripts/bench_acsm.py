@@ -32,9 +32,11 @@ import time
 
 import torch
 
+from energy_utils.checkpoints import load_checkpoint
 from energy_utils.covariances import CovFamily
 from energy_utils.energy_models import (GaussianResidualEnergy, ImageEnergy, VectorEnergy, count_parameters,
                                         energy_and_scores)
+from energy_utils.recipes import MNIST_OFFSET_ENERGY_RECIPES, MNIST_RESIDUAL512_CSM_WEIGHT, training_budget
 from energy_utils.runtime import configure_threads, describe_hardware, pick_device
 from energy_utils.score_losses import score_matching_loss
 
@@ -124,7 +126,7 @@ def measure_offset_stage(name: str, model, x: torch.Tensor, cov, rounds: int, si
     def offset():
         for p in rest:
             p.requires_grad_(False)
-        loss, _ = score_matching_loss(model, x, cov, dual=True, csm_weight=4.0, generator=g)
+        loss, _ = score_matching_loss(model, x, cov, dual=True, csm_weight=MNIST_RESIDUAL512_CSM_WEIGHT, generator=g)
         opt_head.zero_grad(set_to_none=True)
         loss.backward()
         opt_head.step()
@@ -159,14 +161,16 @@ def run_all(rounds: int = 10, threads: int = 1, device: str = "auto") -> tuple[l
         gres = GaussianResidualEnergy.from_data(fit, rank).to(dev)
         torch.nn.init.normal_(gres.net.out.weight, std=0.01)
         res.append(measure(f"MNIST GaussianResidualEnergy (rank {rank})", gres, x, cov, rounds, inference=False))
-    # notebook 08's current dual: the trained single (5,312 A-DSM steps in all: 4,312 + a 1,000-step fine-tuning)
-    # plus a 1,000-step A-CSM stage on a Σ-only offset head, the network frozen
+    # notebook 08's current dual: the trained single plus an A-CSM stage on a Σ-only offset head, the network frozen;
+    # their committed step counts (the single's in all, its start's included) weigh the two step costs
+    pair = MNIST_OFFSET_ENERGY_RECIPES
     gres = GaussianResidualEnergy.from_data(fit, 512, offset=True).to(dev)
     torch.nn.init.normal_(gres.net.out.weight, std=0.01)
     torch.nn.init.normal_(gres.offset.nets["pixel"][-1].weight, std=0.01)
     torch.nn.init.normal_(gres.offset.nets["fourier"][-1].weight, std=0.01)
     res.append(measure_offset_stage("MNIST GaussianResidualEnergy (rank 512) with a Σ-only offset head", gres, x, cov,
-                                    rounds, single_steps=5312, offset_steps=1000))
+                                    rounds, single_steps=training_budget(pair["single"])["steps"],
+                                    offset_steps=load_checkpoint(pair["dual"])["meta"]["steps"]))
     vec = VectorEnergy(16, width=128).to(dev)
     torch.nn.init.normal_(vec.out.weight, std=0.01)
     x = torch.randn(256, 16, generator=g).to(dev)
