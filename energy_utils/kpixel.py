@@ -154,9 +154,11 @@ def run_chunk(energies: dict, gauss: GaussianMixture, classifier, x: torch.Tenso
     return rows
 
 
-def read_store(path: Path, settings: KPixelSettings | None = None, models: dict | None = None) -> pd.DataFrame:
+def read_store(path: Path, settings: KPixelSettings | None = None, models: dict | None = None,
+               n_digits: int | None = None) -> pd.DataFrame:
     """The rows of a store (JSON lines: one header object per chunk, {"chunk_header": ..., "rows": [...]}),
-    restricted to chunks run with ``settings`` and ``models`` when given. Empty frame if the file is absent."""
+    restricted to chunks run with ``settings`` and ``models`` (:func:`default_models`) and to the first
+    ``n_digits`` test digits when given. Empty frame if the file is absent."""
     path = Path(path)
     rows = []
     if path.exists():
@@ -173,7 +175,10 @@ def read_store(path: Path, settings: KPixelSettings | None = None, models: dict 
             if models is not None and head["models"] != models:
                 continue
             rows += rec["rows"]
-    return pd.DataFrame(rows)
+    rows = pd.DataFrame(rows)
+    if n_digits is not None and not rows.empty:
+        rows = rows[rows["digit"] < n_digits].reset_index(drop=True)
+    return rows
 
 
 def run(store: Path, energies: dict, models: dict, gauss: GaussianMixture, classifier, images: torch.Tensor,
@@ -200,7 +205,7 @@ def run(store: Path, energies: dict, models: dict, gauss: GaussianMixture, class
             if max_time_s is not None and time.perf_counter() - t0 >= max_time_s:
                 log(f"k-pixel: no time left to extend the store (budget {max_time_s:.0f} s); it lacks chunk {index} "
                     f"of k = {k} and later ones of the first {n_digits} digits, which are left out")
-                return _restrict(read_store(store, settings, models), n_digits)
+                return read_store(store, settings, models, n_digits)
             lo, hi = index * settings.chunk, (index + 1) * settings.chunk
             t1 = time.perf_counter()
             rows = run_chunk(energies, gauss, classifier, images[lo:hi].to(device), labels[lo:hi], k, index,
@@ -211,11 +216,7 @@ def run(store: Path, energies: dict, models: dict, gauss: GaussianMixture, class
             with store.open("a") as f:
                 f.write(json.dumps({"chunk_header": header, "rows": rows}) + "\n")
             log(f"k-pixel: chunk {index} of k = {k} ({hi - lo} digits) in {time.perf_counter() - t1:.0f} s")
-    return _restrict(read_store(store, settings, models), n_digits)
-
-
-def _restrict(rows: pd.DataFrame, n_digits: int) -> pd.DataFrame:
-    return rows if rows.empty else rows[rows["digit"] < n_digits].reset_index(drop=True)
+    return read_store(store, settings, models, n_digits)
 
 
 def summarize(rows: pd.DataFrame, reference: str = "geometric PC (dual)") -> pd.DataFrame:
@@ -270,7 +271,7 @@ def nfe_to_match(summary: pd.DataFrame, target: str = "energy-guided (dual)") ->
 
 
 def main(argv=None):
-    """``python -m energy_utils.kpixel run --digits 1000 [--hours H] [--pair joint|offset]``: extend the committed
+    """``python -m energy_utils.kpixel run --digits 1000 [--hours H] [--pair offset|joint]``: extend the committed
     store of the full profile (``data/runs/10_kpixel.jsonl``) with the chunks it lacks, on an MNIST energy pair
     (``recipes.MNIST_ENERGY_PAIRS``) and notebook 03's classifier. Chunks of both pairs can share the store: each is read
     only with its own weights."""
@@ -287,7 +288,7 @@ def main(argv=None):
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--device", default="auto")
     r.add_argument("--store", default=str(runs_dir("full") / STORE_NAME))
-    r.add_argument("--pair", default="joint", choices=("joint", "offset"))
+    r.add_argument("--pair", default="offset", choices=("joint", "offset"))
     a = p.parse_args(argv)
     configure_threads(a.threads)
     device = pick_device(a.device)
@@ -295,9 +296,9 @@ def main(argv=None):
 
 
 
-def default_models(pair: str = "joint") -> dict:
+def default_models(pair: str = "offset") -> dict:
     """The committed weights a chunk depends on: the MNIST energies of ``pair`` (``recipes.MNIST_ENERGY_PAIRS``: by default
-    ``recipes.MNIST_ENERGY_RECIPES``) and notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
+    ``recipes.MNIST_OFFSET_ENERGY_RECIPES``, notebook 08's pair) and notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
     which loading verifies). Written in every chunk's header and matched when the store is read, so chunks run
     with weights retrained under the same name are never mixed with older ones."""
     from . import recipes
@@ -310,7 +311,7 @@ def default_models(pair: str = "joint") -> dict:
 
 
 def store_run(store: Path, n_digits: int, device, max_time_s=None, settings: KPixelSettings = KPixelSettings(),
-              log=print, disable: bool | None = None, pair: str = "joint") -> pd.DataFrame:
+              log=print, disable: bool | None = None, pair: str = "offset") -> pd.DataFrame:
     """:func:`run` on the committed MNIST energies, notebook 03's classifier, the Gaussian control of the training
     digits (``data.load_mnist("fit")``, full sample covariance + 10⁻⁴ I) and the test digits."""
     from . import denoisers

@@ -55,6 +55,7 @@ def test_run_resumes_from_the_store_and_ignores_other_settings(tmp_path, monkeyp
     assert calls == [(50, 0), (100, 0)]                         # other settings: their own chunks
     assert len(kpixel.read_store(store, st, {"dual": "a"})) == 16
     assert kpixel.read_store(store, st, {"dual": "b"}).empty    # other models: none
+    assert sorted(kpixel.read_store(store, st, {"dual": "a"}, n_digits=3)["digit"].unique()) == [0, 1, 2]
     calls.clear()
     kpixel.run(store, n_digits=8, max_time_s=-1.0, **args)
     assert calls == []                                          # no chunk starts once the budget is spent
@@ -111,14 +112,14 @@ def test_committed_store_holds_whole_chunks_of_every_method():
 def test_default_models_name_the_committed_weights_by_checksum():
     """Chunks carry the checksums of the energies and the classifier, so retrained weights never mix with old chunks."""
     from energy_utils import checkpoints, recipes
-    models = kpixel.default_models()
+    models = kpixel.default_models("joint")
     assert set(models) == {"dual", "single", "classifier"}
     assert models["dual"]["name"] == recipes.MNIST_ENERGY_RECIPES["dual"]
     for entry in models.values():
         assert entry["sha256"] == checkpoints.committed_sha256(entry["name"])[:16]
     with pytest.raises(KeyError, match="RETRAIN"):
         checkpoints.committed_sha256("no_such_model")
-    offset = kpixel.default_models("offset")                    # notebook 08's pair: another dual, the same single
+    offset = kpixel.default_models()                            # notebook 08's pair: another dual, the same single
     assert offset["dual"]["name"] == recipes.MNIST_OFFSET_ENERGY_RECIPES["dual"] != models["dual"]["name"]
     assert offset["single"] == models["single"] and offset["dual"]["sha256"] != models["dual"]["sha256"]
     with pytest.raises(ValueError, match="unknown energy pair"):
