@@ -394,8 +394,8 @@ RECIPES: dict[str, Recipe] = {
 # lost to the control at high noise by its base (single) and its A-CSM-trained residual (dual); and the plain
 # ImageEnergy pair, which lost to the Gaussian control at most Σ. Notebook 08 keeps the earlier pairs beside the
 # current one in its denoising tables.
-# Notebooks 09 and 10 (and the k-pixel store) stand on this jointly fine-tuned pair until they are re-run on the
-# offset pair below (notebook 08's current pair since 2026-12-05).
+# Notebooks 09 and 10 stood on this jointly fine-tuned pair until 2026-12-05; they now use the offset pair below
+# (notebook 08's current pair), and notebook 10 still reads this pair's complete k-pixel store beside it.
 MNIST_ENERGY_RECIPES = {"dual": "08_mnist_energy_gres512btft_dual", "single": "08_mnist_energy_gres512btft_single"}
 # the fine-tuned pair by training seed (seed 0: MNIST_ENERGY_RECIPES; the same start for every seed)
 MNIST_ENERGY_SEED_RECIPES = {0: MNIST_ENERGY_RECIPES, **{seed: {arm: f"08_mnist_energy_gres512btft_{arm}_seed{seed}"
@@ -406,7 +406,8 @@ MNIST_ENERGY_SEED_RECIPES = {0: MNIST_ENERGY_RECIPES, **{seed: {arm: f"08_mnist_
 MNIST_OFFSET_SEED_RECIPES = {seed: {"dual": "08_mnist_energy_gres512btfto_dual" + ("" if seed == 0 else f"_seed{seed}"),
                                     "single": MNIST_ENERGY_SEED_RECIPES[seed]["single"]} for seed in (0, 1, 2)}
 MNIST_OFFSET_ENERGY_RECIPES = MNIST_OFFSET_SEED_RECIPES[0]
-# the pairs notebook 10's k-pixel store can be built on (``python -m energy_utils.kpixel run --pair ...``)
+# the pairs notebook 10's k-pixel store can be built on (``python -m energy_utils.kpixel run --pair ...``; default
+# "offset", the pair notebooks 08-10 evaluate)
 MNIST_ENERGY_PAIRS = {"joint": MNIST_ENERGY_RECIPES, "offset": MNIST_OFFSET_ENERGY_RECIPES}
 # the fine-tuned duals by their A-CSM weight λ (one fair A-DSM-only arm for all: 08_mnist_energy_gres512btft_single);
 # notebook 08 picks λ on validation digits (most wins over the Gaussian control on its grid, ties to the larger λ)
