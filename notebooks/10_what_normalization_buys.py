@@ -331,7 +331,7 @@ blind_table.pivot_table(index=["parameter", "true", "inside var"], columns="ener
 # samplers there (≈ 7 minutes on the AMD EPYC machines before the reuse), so the issue's ≥ 1,000 digits per k
 # are hours of CPU, more than a session holds (minutes on a GPU): the joint pair's 1,024 digits per k took ≈ 7.0
 # hours (128 chunks: 1.1 h on the AMD EPYC machines, 5.9 h on the Intel Xeon, over four sessions), and the offset
-# pair's are being built the same way (≈ 3.4 min per chunk on the Xeon; the first table below says how many digits
+# pair's are being built the same way (3.4–4.7 min per chunk on the Xeon; the first table below says how many digits
 # per k it holds now). The runs are therefore made in chunks by `energy_utils.kpixel`
 # (`python -m energy_utils.kpixel run --digits 1024 --hours H --pair offset`)
 # and appended to a committed store, `data/runs/10_kpixel.jsonl`; each chunk's noise depends on (seed, k, chunk)
@@ -442,7 +442,7 @@ else:
 # geometric NFE buys about as much (39.7 / 19.3 / 17.6 / 7.1 %: −3.1 [−6.4, +0.1], −3.0 [−5.7, −0.4], −2.3 [−4.7,
 # +0.0], −0.5 [−1.9, +0.9] points against 1×), ten times a little more at k = 50 (37.6 / 20.6 / 17.6 / 7.0 %: −5.3
 # [−8.4, −2.2] at k = 50, intervals containing 0 at the other k). The "NFE the geometric schedule needs to reach the
-# energy-guided error" (table above: 2.7×, 1.3×, 1.0×, 1×) interpolates between runs whose errors differ by little
+# energy-guided error" (`kpixel_joint_pair_nfe_to_equal_error` in the results: 2.7×, 1.3×, 1.0×, 1×) interpolates between runs whose errors differ by little
 # more than their intervals; read it as "about 3× at k = 50, none at k ≥ 100". The energy samplers beat the Gaussian
 # control (52.2 / 29.1 / 22.6 / 7.8 %) at k = 50, 100 and 150 (energy-guided dual 12.2 [8.4, 16.0], 7.4 [4.4, 10.4]
 # and 2.7 [0.2, 5.3] points below it; geometric PC 9.4, 6.7 and 2.6), and tie with it at k = 300 (−0.1 [−1.5,
