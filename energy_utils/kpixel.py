@@ -243,6 +243,28 @@ def summarize(rows: pd.DataFrame, reference: str = "geometric PC (dual)") -> pd.
     return pd.DataFrame(out)
 
 
+def paired_claims(rows: pd.DataFrame, target: str = "energy-guided (dual)",
+                  others=("geometric PC (dual)", "energy-guided (single)", "Gaussian control")) -> dict:
+    """The paper's k-pixel claims per k: ``target``'s classification error below each of ``others`` on the same
+    digits, as {"k=K: target below other": {"difference_pp", "low", "high", "verdict", "digit_verdict", "digits"}}
+    (paired 95 % t-interval over digits, :func:`stats.compare_arms`; difference = target − other). ``verdict`` of a
+    comparison between two energies (the single's schedule) says no measurable difference whatever the digits say:
+    each energy is one training seed; the digit-level verdict is kept beside it."""
+    from . import stats
+    err = rows.assign(error=100.0 * (rows["pred"] != rows["label"])).pivot_table(
+        index=["k", "digit"], columns="method", values="error")
+    claims = {}
+    for k, sub in err.groupby("k"):
+        for other in others:
+            c = stats.compare_arms(sub[other], sub[target], other, target, paired=True)
+            two_trained_models = other == "energy-guided (single)"
+            claims[f"k={k}: {target} below {other}"] = {
+                "difference_pp": c.difference.mean, "low": c.difference.low, "high": c.difference.high,
+                "verdict": f"one training seed per energy: {stats.NO_DIFFERENCE}" if two_trained_models else c.verdict,
+                "digit_verdict": c.verdict, "digits": len(sub)}
+    return claims
+
+
 def nfe_to_match(summary: pd.DataFrame, target: str = "energy-guided (dual)") -> pd.DataFrame:
     """Per k: the target's error and NFE, and the NFE at which the geometric schedule's error (linear in log NFE
     between its runs ×1, ×3, ×10) first reaches the target's error; NaN (with ``reached`` False) when even its
@@ -277,6 +299,7 @@ def main(argv=None):
     only with its own weights."""
     import argparse
 
+    from . import recipes
     from .paths import runs_dir
     from .runtime import configure_threads, pick_device
 
@@ -288,7 +311,8 @@ def main(argv=None):
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--device", default="auto")
     r.add_argument("--store", default=str(runs_dir("full") / STORE_NAME))
-    r.add_argument("--pair", default="offset", choices=("joint", "offset"))
+    r.add_argument("--pair", default=None, choices=sorted(recipes.MNIST_ENERGY_PAIRS),
+                   help=f"default: {recipes.MNIST_CURRENT_PAIR} (recipes.MNIST_CURRENT_PAIR)")
     a = p.parse_args(argv)
     configure_threads(a.threads)
     device = pick_device(a.device)
@@ -296,13 +320,14 @@ def main(argv=None):
 
 
 
-def default_models(pair: str = "offset") -> dict:
-    """The committed weights a chunk depends on: the MNIST energies of ``pair`` (``recipes.MNIST_ENERGY_PAIRS``: by default
-    ``recipes.MNIST_OFFSET_ENERGY_RECIPES``, notebook 08's pair) and notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
+def default_models(pair: str | None = None) -> dict:
+    """The committed weights a chunk depends on: the MNIST energies of ``pair`` (``recipes.MNIST_ENERGY_PAIRS``; None:
+    ``recipes.MNIST_CURRENT_PAIR``, the pair notebooks 08-10 evaluate) and notebook 03's classifier, each as {"name", "sha256"} (the first 16 hex digits of the manifest's checksum,
     which loading verifies). Written in every chunk's header and matched when the store is read, so chunks run
     with weights retrained under the same name are never mixed with older ones."""
     from . import recipes
     from .checkpoints import committed_sha256
+    pair = recipes.MNIST_CURRENT_PAIR if pair is None else pair
     if pair not in recipes.MNIST_ENERGY_PAIRS:
         raise ValueError(f"unknown energy pair {pair!r}; choose one of {sorted(recipes.MNIST_ENERGY_PAIRS)}")
     names = {arm: recipes.MNIST_ENERGY_PAIRS[pair][arm] for arm in ("dual", "single")}
@@ -311,7 +336,7 @@ def default_models(pair: str = "offset") -> dict:
 
 
 def store_run(store: Path, n_digits: int, device, max_time_s=None, settings: KPixelSettings = KPixelSettings(),
-              log=print, disable: bool | None = None, pair: str = "offset") -> pd.DataFrame:
+              log=print, disable: bool | None = None, pair: str | None = None) -> pd.DataFrame:
     """:func:`run` on the committed MNIST energies, notebook 03's classifier, the Gaussian control of the training
     digits (``data.load_mnist("fit")``, full sample covariance + 10⁻⁴ I) and the test digits."""
     from . import denoisers

@@ -406,9 +406,10 @@ MNIST_ENERGY_SEED_RECIPES = {0: MNIST_ENERGY_RECIPES, **{seed: {arm: f"08_mnist_
 MNIST_OFFSET_SEED_RECIPES = {seed: {"dual": "08_mnist_energy_gres512btfto_dual" + ("" if seed == 0 else f"_seed{seed}"),
                                     "single": MNIST_ENERGY_SEED_RECIPES[seed]["single"]} for seed in (0, 1, 2)}
 MNIST_OFFSET_ENERGY_RECIPES = MNIST_OFFSET_SEED_RECIPES[0]
-# the pairs notebook 10's k-pixel store can be built on (``python -m energy_utils.kpixel run --pair ...``; default
-# "offset", the pair notebooks 08-10 evaluate)
+# the pairs notebook 10's k-pixel store can be built on (``python -m energy_utils.kpixel run --pair ...``), and the
+# one notebooks 08-10 evaluate (the k-pixel command's default)
 MNIST_ENERGY_PAIRS = {"joint": MNIST_ENERGY_RECIPES, "offset": MNIST_OFFSET_ENERGY_RECIPES}
+MNIST_CURRENT_PAIR = "offset"
 # the fine-tuned duals by their A-CSM weight λ (one fair A-DSM-only arm for all: 08_mnist_energy_gres512btft_single);
 # notebook 08 picks λ on validation digits (most wins over the Gaussian control on its grid, ties to the larger λ)
 # and checks that MNIST_ENERGY_RECIPES["dual"] is the one it picks

@@ -81,6 +81,23 @@ def test_summary_and_paired_difference():
         kpixel.summarize(pd.DataFrame())
 
 
+def test_paired_claims_difference_and_the_two_energies_verdict():
+    """The target's paired error difference per k; dual vs single never gets a digit-level verdict (one seed each)."""
+    wrong = {"geometric PC (dual)": lambda i: i < 12, "energy-guided (dual)": lambda i: i < 2,
+             "energy-guided (single)": lambda i: i < 12, "Gaussian control": lambda i: i < 2}
+    rows = pd.DataFrame([{"k": 50, "digit": i, "method": m, "label": 1, "pred": 1 - int(w(i))}
+                         for i in range(20) for m, w in wrong.items()])
+    c = kpixel.paired_claims(rows)
+    assert set(c) == {f"k=50: energy-guided (dual) below {o}" for o in wrong if o != "energy-guided (dual)"}
+    geo = c["k=50: energy-guided (dual) below geometric PC (dual)"]
+    assert geo["difference_pp"] == pytest.approx(-50.0) and geo["high"] < 0 and geo["digits"] == 20
+    assert "better" in geo["verdict"]
+    single = c["k=50: energy-guided (dual) below energy-guided (single)"]
+    assert "better" in single["digit_verdict"] and "one training seed" in single["verdict"]
+    gauss = c["k=50: energy-guided (dual) below Gaussian control"]
+    assert gauss["difference_pp"] == 0.0
+
+
 def test_nfe_to_match_interpolates_in_log_nfe():
     summary = pd.DataFrame([
         {"k": 50, "method": "geometric PC (dual)", "error %": 40.0, "nfe": 100.0},
